@@ -1,0 +1,38 @@
+"""cdat_core: curvature-aware learning-rate tuners and curvature diagnostics for JAX.
+
+The public API is re-exported here (``import cdat_core as cc``); ``cc.dynamics`` and
+``cc.lab`` are submodules. See ``shared/DESIGN.md`` for the contract.
+"""
+
+from cdat_core.curvature import (
+    Curvature,
+    directional_curvature,
+    gauss_newton_curvature,
+    hvp,
+)
+from cdat_core.rules import (
+    cdat_learning_rate,
+    ema,
+    greedy_learning_rate,
+    hypergradient_learning_rate,
+    on_edge_learning_rate,
+    polyak_learning_rate,
+    sharpness_learning_rate,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Curvature",
+    "__version__",
+    "cdat_learning_rate",
+    "directional_curvature",
+    "ema",
+    "gauss_newton_curvature",
+    "greedy_learning_rate",
+    "hvp",
+    "hypergradient_learning_rate",
+    "on_edge_learning_rate",
+    "polyak_learning_rate",
+    "sharpness_learning_rate",
+]
