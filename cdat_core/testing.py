@@ -35,6 +35,7 @@ __all__ = [
     "assert_tree_allclose",
     "configure_strict_jax",
     "register_hypothesis_profiles",
+    "run_on_host_devices",
     "matrix_with_spectrum",
     "mlp",
     "mlp_params",
@@ -85,6 +86,40 @@ def register_hypothesis_profiles() -> str:
     name = os.environ.get(HYPOTHESIS_PROFILE_ENV, default)
     settings.load_profile(name)
     return name
+
+
+def run_on_host_devices(code: str, num_devices: int = 8, timeout: float = 600.0) -> str:
+    """Run ``code`` in a fresh Python with ``num_devices`` CPU devices; return its stdout.
+
+    JAX fixes the device count when it starts, so multi-device (SPMD) checks run in a
+    subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``. The subprocess
+    inherits the environment; x64 is enabled in it. A non-zero exit raises ``AssertionError``
+    carrying the subprocess's stderr, so a failing check fails the calling test.
+    """
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    env = dict(os.environ)
+    flags = env.get("XLA_FLAGS", "")
+    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={num_devices}".strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    env["JAX_ENABLE_X64"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"subprocess on {num_devices} devices exited {proc.returncode}:\n"
+            f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+        )
+    return proc.stdout
 
 
 class Tolerance(NamedTuple):
