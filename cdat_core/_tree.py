@@ -27,11 +27,17 @@ Scalar = jax.Array
 
 
 def accumulation_dtype(*dtypes: Any) -> np.dtype:
-    """Return the dtype reductions over ``dtypes`` accumulate in: at least float32."""
+    """Return the dtype reductions over ``dtypes`` accumulate in: the widest float, at least f32.
+
+    Written out rather than with ``jnp.promote_types``, which refuses float32 with float64 under
+    ``jax_numpy_dtype_promotion="strict"``. Non-float dtypes are ignored.
+    """
     out = np.dtype(jnp.float32)
     for d in dtypes:
-        out = jnp.promote_types(out, d)
-    return np.dtype(out)
+        d = np.dtype(d)
+        if jnp.issubdtype(d, jnp.floating) and d.itemsize > out.itemsize:
+            out = d
+    return np.dtype(jax.dtypes.canonicalize_dtype(out))
 
 
 def _leaf_dtypes(*trees: PyTree) -> list[np.dtype]:

@@ -53,19 +53,28 @@ def _finite(*xs: jax.Array) -> jax.Array:
 def _clip_ratio(numerator: jax.Array, denominator: jax.Array, max_learning_rate: jax.Array):
     """Return ``min(numerator / denominator, max)`` with the conventions of the rules.
 
-    ``numerator`` and ``denominator`` are finite and non-negative. A zero numerator gives 0;
-    a zero denominator (or a quotient that overflows) with a positive numerator gives
-    ``max_learning_rate`` when that is finite, else 0. Both branches of every ``where`` are
-    finite, so gradients are too.
+    ``numerator`` and ``denominator`` are finite and non-negative. A zero numerator gives 0.
+    A denominator below the smallest normal number, or a quotient above ``finfo.max**0.25``
+    (about 1e9 in float32, 1e77 in float64), counts as "no curvature": with a positive
+    numerator it gives ``max_learning_rate`` when that is finite, else 0.
+
+    The division is done on operands scaled by ``s = max(numerator, denominator)`` (held
+    constant for differentiation), so ``y = denominator / s`` lies in ``[finfo.max**-0.25, 1]``
+    and neither the quotient nor its derivatives overflow or underflow to NaN; every ``where``
+    has finite operands on both sides, so gradients are finite too.
     """
-    big = jnp.finfo(numerator.dtype).max / 4
-    divisible = (denominator > 0) & (numerator <= denominator * big)
-    safe_denominator = jnp.where(divisible, denominator, 1.0)
-    ratio = jnp.where(divisible, numerator, 0.0) / safe_denominator
+    finfo = jnp.finfo(numerator.dtype)
+    limit = jnp.asarray(finfo.max, numerator.dtype) ** 0.25
+    tiny = jnp.asarray(finfo.tiny, numerator.dtype)
+    divisible = (denominator >= tiny) & (numerator <= denominator * limit)
+    scale = jax.lax.stop_gradient(jnp.maximum(jnp.maximum(numerator, denominator), tiny))
+    x = jnp.where(divisible, numerator, 0.0) / scale
+    y = jnp.where(divisible, denominator, scale) / scale
+    ratio = x / y
     capped = jnp.isfinite(max_learning_rate)
     safe_max = jnp.where(capped, max_learning_rate, 0.0)
-    fallback = safe_max  # no curvature to bound the step: the cap if there is one, else 0
-    ratio = jnp.where(divisible, ratio, fallback)
+    # No curvature to bound the step: the cap if there is one, else no step.
+    ratio = jnp.where(divisible, ratio, safe_max)
     ratio = jnp.where(capped, jnp.minimum(ratio, safe_max), ratio)
     return jnp.where(numerator > 0, jnp.maximum(ratio, 0.0), 0.0)
 
@@ -100,7 +109,10 @@ def cdat_learning_rate(
       The learning rate, a scalar in :math:`[0, \text{max\_learning\_rate}]`. Defined values:
       a non-finite input gives 0; an ascent or flat direction (slope :math:`\ge 0`) gives 0;
       a zero denominator with a positive numerator gives ``max_learning_rate`` if it is
-      finite, else 0 (no curvature, no step).
+      finite, else 0 (no curvature, no step). A denominator below the smallest normal float,
+      or a quotient above ``finfo.max**0.25`` (about 1e9 in float32, 1e77 in float64),
+      counts as a zero denominator: such steps are beyond anything meaningful and would
+      overflow the gradients.
 
     Example:
       On :math:`f(w) = \tfrac{\lambda}{2} w^2` with :math:`u = -f'(w)`, the on-edge step is
@@ -290,12 +302,16 @@ def hypergradient_learning_rate(
       0.05...
     """
     _tree.check_same_structure(direction, next_grad, "direction", "next_grad")
+    # Non-finite vectors are zeroed before any product, so gradients stay finite too.
+    grad_finite = _tree.all_finite(next_grad) & _tree.all_finite(direction)
+    next_grad = _tree.where(grad_finite, next_grad, _tree.zeros_like(next_grad))
+    direction = _tree.where(grad_finite, direction, _tree.zeros_like(direction))
     inner = _tree.vdot(next_grad, direction)
     norms = _tree.norm(next_grad) * _tree.norm(direction)
     learning_rate, beta, inner, norms = _as_scalars(
         learning_rate, beta, inner, norms, like=(learning_rate, inner)
     )
-    grad_finite = _finite(inner, norms)
+    grad_finite = grad_finite & _finite(inner, norms)
     divisible = grad_finite & (norms > 0)
     cosine = jnp.where(divisible, inner, 0.0) / jnp.where(divisible, norms, 1.0)
     cosine = jnp.where(grad_finite, jnp.clip(cosine, -1.0, 1.0), 1.0)

@@ -273,7 +273,9 @@ def _float_dtype(dtype: Any) -> Any:
 
 
 def _acc(dtype: Any) -> Any:
-    return jnp.promote_types(dtype, jnp.float32)
+    from cdat_core._tree import accumulation_dtype
+
+    return accumulation_dtype(dtype)
 
 
 def quadratic(
@@ -342,7 +344,8 @@ class MLP(NamedTuple):
         """Outputs of the MLP: tanh hidden layers, linear last layer."""
         h = inputs
         for i, layer in enumerate(params):
-            h = h @ layer["w"] + layer["b"]
+            h = h @ layer["w"]
+            h = h + jnp.expand_dims(layer["b"], tuple(range(h.ndim - 1)))
             if i < len(params) - 1:
                 h = jnp.tanh(h)
         return h

@@ -1,0 +1,135 @@
+"""The paper's identities for the curvature rules, as properties over random SPD quadratics.
+
+Each property has a deterministic twin right below it on a fixed problem.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+import cdat_core as cc
+from cdat_core import testing
+
+
+def _aligned_point(q, spd, scale):
+    """Params where ∇f(w) = scale · v_max, the top eigenvector."""
+    v1 = spd.eigenvectors[:, 0]
+    x = np.linalg.solve(spd.matrix, scale * v1 - q.vector)
+    return q.unflatten(x)
+
+
+def _descent(q, params):
+    return jax.tree.map(jnp.negative, jax.grad(q.fun)(params))
+
+
+def check_aligned_gradient_identities(spd, seed, scale):
+    q = testing.quadratic(spd, seed=seed)
+    w = _aligned_point(q, spd, scale)
+    _, slope, curvature = cc.directional_curvature(q.fun, w, _descent(q, w))
+    lam = spd.eigenvalues[0]
+    np.testing.assert_allclose(cc.on_edge_learning_rate(slope, curvature), 2.0 / lam, rtol=1e-9)
+    np.testing.assert_allclose(cc.greedy_learning_rate(slope, curvature), 1.0 / lam, rtol=1e-9)
+
+
+@given(
+    testing.spd_matrices(3, 8, condition_number=(1.5, 1e3)),
+    st.integers(0, 2**31),
+    st.floats(1e-2, 1e2),
+)
+def test_aligned_gradient_gives_two_over_lambda_max(spd, seed, scale):
+    check_aligned_gradient_identities(spd, seed, scale)
+
+
+def test_aligned_gradient_gives_two_over_lambda_max_twin():
+    spd = testing.matrix_with_spectrum([10.0, 3.0, 1.0, 0.1], seed=4)
+    check_aligned_gradient_identities(spd, 4, 1.0)
+
+
+def check_on_edge_leaves_model_at_value(q, direction_seed):
+    w = q.params
+    rng = np.random.default_rng(direction_seed)
+    u = jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape)), w)
+    value, slope, curvature = cc.directional_curvature(q.fun, w, u)
+    u = jax.tree.map(lambda x: -jnp.sign(slope) * x, u)  # make u a descent direction
+    slope = -jnp.abs(slope)
+    eta = cc.on_edge_learning_rate(slope, curvature)
+    # eq (7): q(η_oe) = f(w); on a quadratic the model is exact, so f(w + η_oe u) = f(w).
+    model = value + eta * slope + 0.5 * eta**2 * curvature
+    stepped = q.fun(jax.tree.map(lambda a, b: a + eta * b, w, u))
+    scale = abs(float(value)) + abs(float(eta * slope))
+    np.testing.assert_allclose(float(model), float(value), atol=1e-9 * scale)
+    np.testing.assert_allclose(float(stepped), float(value), atol=1e-9 * scale)
+
+
+@given(testing.quadratic_problems(), st.integers(0, 2**31))
+def test_on_edge_step_leaves_quadratic_model_unchanged(q, direction_seed):
+    check_on_edge_leaves_model_at_value(q, direction_seed)
+
+
+def test_on_edge_step_leaves_quadratic_model_unchanged_twin():
+    spd = testing.matrix_with_spectrum([5.0, 2.0, 1.0, 0.5, 0.2], seed=1)
+    check_on_edge_leaves_model_at_value(testing.quadratic(spd, seed=2), 3)
+
+
+def check_greedy_minimises_along_u(q):
+    w = q.params
+    u = _descent(q, w)
+    _, slope, curvature = cc.directional_curvature(q.fun, w, u)
+    eta = float(cc.greedy_learning_rate(slope, curvature))
+
+    def phi(t):
+        return float(q.fun(jax.tree.map(lambda a, b: a + t * b, w, u)))
+
+    best = phi(eta)
+    for t in eta * np.array([0.0, 0.5, 0.9, 0.99, 1.01, 1.1, 1.5, 2.0]):
+        assert best <= phi(t) + 1e-12 * (1 + abs(best))
+    # And φ'(η_qg) = 0: the slope at the greedy point vanishes.
+    w_star = jax.tree.map(lambda a, b: a + eta * b, w, u)
+    slope_star = cc.directional_curvature(q.fun, w_star, u).slope
+    assert abs(float(slope_star)) <= 1e-8 * abs(float(slope))
+
+
+@given(testing.quadratic_problems())
+def test_greedy_step_minimises_along_u(q):
+    check_greedy_minimises_along_u(q)
+
+
+def test_greedy_step_minimises_along_u_twin():
+    spd = testing.matrix_with_spectrum([3.0, 2.0, 1.0, 0.01], seed=5)
+    check_greedy_minimises_along_u(testing.quadratic(spd, seed=6))
+
+
+@given(
+    st.floats(-1e3, -1e-3),
+    st.floats(1e-3, 1e3),
+    st.floats(0.0, 4.0),
+    st.floats(0.0, 4.0),
+)
+def test_learning_rate_is_linear_and_monotone_in_sigma(slope, curvature, s1, s2):
+    s, c = jnp.float64(slope), jnp.float64(curvature)
+    e1 = float(cc.cdat_learning_rate(s, c, sigma=s1))
+    e2 = float(cc.cdat_learning_rate(s, c, sigma=s2))
+    base = float(cc.cdat_learning_rate(s, c, sigma=1.0))
+    np.testing.assert_allclose(e1, s1 * base, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(e2, s2 * base, rtol=1e-12, atol=0)
+    assert (e1 <= e2) == (s1 <= s2) or e1 == e2
+
+
+@given(
+    st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.just(0.0)),
+    st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.just(0.0)),
+    st.floats(0.0, 10.0),
+    st.one_of(st.just(float("inf")), st.floats(0.0, 1e3)),
+)
+def test_never_nan_and_within_bounds(slope, curvature, sigma, max_learning_rate):
+    s, c = jnp.float64(slope), jnp.float64(curvature)
+    eta = cc.cdat_learning_rate(s, c, sigma=sigma, max_learning_rate=max_learning_rate)
+    assert bool(jnp.isfinite(eta))
+    assert 0.0 <= float(eta) <= max_learning_rate
+    grads = jax.grad(
+        lambda s, c: cc.cdat_learning_rate(s, c, sigma=sigma, max_learning_rate=max_learning_rate),
+        argnums=(0, 1),
+    )(s, c)
+    assert all(bool(jnp.isfinite(g)) for g in grads)
