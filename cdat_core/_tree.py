@@ -144,7 +144,7 @@ def check_same_structure(
 ) -> None:
     """Raise ``ValueError`` unless both trees have the same structure and leaf shapes."""
     struct, other_struct = jax.tree.structure(tree), jax.tree.structure(other)
-    if struct != other_struct:
+    if struct != other_struct:  # type: ignore[operator]  # jaxlib stubs lack __ne__
         raise ValueError(
             f"{other_name} must have the same pytree structure as {name}; got\n"
             f"  {name}:       {struct}\n  {other_name}: {other_struct}"

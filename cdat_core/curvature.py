@@ -34,6 +34,7 @@ class Curvature(NamedTuple):
       value: :math:`f(w)`.
       slope: :math:`\nabla f(w)^\top u`.
       curvature: :math:`u^\top \nabla^2 f(w) u` (or its Gauss-Newton approximation).
+
     """
 
     value: jax.Array
@@ -72,6 +73,7 @@ def directional_curvature(
       >>> value, slope, curv = cc.directional_curvature(f, w, u)
       >>> float(value), float(slope), float(curv)  # f(w), (Aw + b)ᵀu, uᵀAu
       (3.0, 4.5, 3.0)
+
     """
     direction = _tree.match_dtypes(params, direction, "direction")
     objective = _tree.scalar_output(lambda w: fun(w, *args))
@@ -102,6 +104,7 @@ def hvp(fun: Callable[..., Any], params: PyTree, vector: PyTree, *args: Any) -> 
       >>> f = lambda w: 0.5 * w @ A @ w
       >>> cc.hvp(f, jnp.zeros(2), jnp.array([1.0, 0.0])).tolist()
       [2.0, 1.0]
+
     """
     vector = _tree.match_dtypes(params, vector, "vector")
     objective = _tree.scalar_output(lambda w: fun(w, *args))
@@ -153,6 +156,7 @@ def gauss_newton_curvature(
       >>> gn = cc.gauss_newton_curvature(predict, loss, jnp.zeros(2), jnp.ones(2), X)
       >>> float(gn.curvature)  # uᵀXᵀXu = 3² + 1²
       10.0
+
     """
     direction = _tree.match_dtypes(params, direction, "direction")
     outputs, output_tangent = jax.jvp(lambda w: predict(w, *args), (params,), (direction,))

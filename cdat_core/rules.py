@@ -125,6 +125,7 @@ def cdat_learning_rate(
       0.5
       >>> float(cc.cdat_learning_rate(+1.0, 2.0))  # ascent direction: no step
       0.0
+
     """
     slope, curvature, sigma, eps, max_lr = _as_scalars(
         slope, curvature, sigma, eps, max_learning_rate, like=(slope, curvature)
@@ -151,6 +152,7 @@ def greedy_learning_rate(slope: ArrayLike, curvature: ArrayLike, **kwargs: Any) 
       >>> import cdat_core as cc
       >>> float(cc.greedy_learning_rate(-6.0, 12.0))
       0.5
+
     """
     if "sigma" in kwargs:
         raise TypeError("greedy_learning_rate fixes sigma=1; use cdat_learning_rate instead.")
@@ -174,6 +176,7 @@ def on_edge_learning_rate(slope: ArrayLike, curvature: ArrayLike, **kwargs: Any)
       >>> import cdat_core as cc
       >>> float(cc.on_edge_learning_rate(-6.0, 12.0))
       1.0
+
     """
     if "sigma" in kwargs:
         raise TypeError("on_edge_learning_rate fixes sigma=2; use cdat_learning_rate instead.")
@@ -204,6 +207,7 @@ def sharpness_learning_rate(
       >>> import cdat_core as cc
       >>> float(cc.sharpness_learning_rate(8.0))
       0.25
+
     """
     sharpness, sigma, max_lr = _as_scalars(sharpness, sigma, max_learning_rate, like=(sharpness,))
     finite = _finite(sharpness, sigma) & ~jnp.isnan(max_lr)
@@ -248,6 +252,7 @@ def polyak_learning_rate(
       0.25
       >>> float(cc.polyak_learning_rate(2.0, 0.5, max_learning_rate=1.0))
       1.0
+
     """
     value, grad_sq_norm, f_star, max_lr, eps = _as_scalars(
         value, grad_sq_norm, f_star, max_learning_rate, eps, like=(value, grad_sq_norm)
@@ -300,6 +305,7 @@ def hypergradient_learning_rate(
       0.15...
       >>> float(cc.hypergradient_learning_rate(0.1, u, u, beta=0.5))  # overshot
       0.05...
+
     """
     _tree.check_same_structure(direction, next_grad, "direction", "next_grad")
     # Non-finite vectors are zeroed before any product, so gradients stay finite too.
@@ -333,6 +339,7 @@ def ema(average: Any, value: Any, decay: ArrayLike) -> Any:
       >>> import cdat_core as cc
       >>> float(cc.ema(1.0, 3.0, 0.9))
       1.2...
+
     """
 
     def leaf(a: Any, v: Any) -> jax.Array:

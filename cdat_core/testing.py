@@ -19,6 +19,7 @@ hypothesis lazily, so importing this module never requires it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -34,13 +35,13 @@ __all__ = [
     "Tolerance",
     "assert_tree_allclose",
     "configure_strict_jax",
-    "register_hypothesis_profiles",
-    "run_on_host_devices",
     "matrix_with_spectrum",
     "mlp",
     "mlp_params",
     "quadratic",
     "quadratic_problems",
+    "register_hypothesis_profiles",
+    "run_on_host_devices",
     "spd_matrices",
     "tolerance",
 ]
@@ -147,6 +148,7 @@ def tolerance(dtype: Any) -> Tolerance:
       >>> from cdat_core import testing
       >>> testing.tolerance(jnp.float32)
       Tolerance(rtol=1e-05, atol=1e-06)
+
     """
     dtype = np.dtype(getattr(dtype, "dtype", dtype))
     try:
@@ -171,9 +173,10 @@ def assert_tree_allclose(
       >>> import jax.numpy as jnp
       >>> from cdat_core import testing
       >>> testing.assert_tree_allclose({"a": jnp.ones(2)}, {"a": jnp.ones(2) + 1e-7})
+
     """
     s1, s2 = jax.tree.structure(actual), jax.tree.structure(desired)
-    if s1 != s2:
+    if s1 != s2:  # type: ignore[operator]  # jaxlib stubs lack __ne__
         raise AssertionError(f"pytree structures differ:\n  {s1}\n  {s2}\n{err_msg}")
     for a, d in zip(jax.tree.leaves(actual), jax.tree.leaves(desired), strict=True):
         a_np, d_np = np.asarray(a), np.asarray(d)
@@ -223,6 +226,7 @@ def matrix_with_spectrum(
       >>> m = testing.matrix_with_spectrum([3.0, 1.0, 0.5], seed=0)
       >>> np.allclose(np.linalg.eigvalsh(m.matrix)[::-1], [3.0, 1.0, 0.5])
       True
+
     """
     eig = np.sort(np.asarray(eigenvalues, dtype=np.float64))[::-1]
     n = eig.shape[0]
@@ -295,13 +299,14 @@ def quadratic(
       >>> q = testing.quadratic(testing.matrix_with_spectrum([2.0, 1.0, 1.0, 0.5]))
       >>> sorted(q.params)
       ['a', 'b']
+
     """
     dtype = _float_dtype(dtype)
     matrix = np.asarray(spd.matrix if isinstance(spd, SPDMatrix) else spd, np.float64)
     n = matrix.shape[0]
     rng = _rng(seed)
-    b = rng.standard_normal(n)
-    x0 = rng.standard_normal(n)
+    b = np.asarray(rng.standard_normal(n))
+    x0 = np.asarray(rng.standard_normal(n))
     params = _split(x0, structure, dtype)
     a_acc = jnp.asarray(matrix, _acc(dtype))
     b_acc = jnp.asarray(b, _acc(dtype))
@@ -371,11 +376,12 @@ def mlp(
       >>> m = testing.mlp((3, 4, 2))
       >>> m.loss(m.params, m.inputs, m.targets).shape
       ()
+
     """
     dtype = _float_dtype(dtype)
     rng = _rng(seed)
     params = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         w = rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)
         b = 0.1 * rng.standard_normal(fan_out)
         params.append({"w": jnp.asarray(w, dtype), "b": jnp.asarray(b, dtype)})
@@ -423,11 +429,14 @@ def spd_matrices(
       ... def check(m):
       ...     assert m.eigenvalues[0] / m.eigenvalues[-1] <= 100.0 * (1 + 1e-9)
       >>> check()
+
     """
     st = _st()
 
     def as_range(x: float | tuple[float, float]) -> tuple[float, float]:
-        return (float(x), float(x)) if np.isscalar(x) else (float(x[0]), float(x[1]))  # type: ignore[index]
+        if isinstance(x, tuple):
+            return float(x[0]), float(x[1])
+        return float(x), float(x)
 
     if spectrum is not None:
         eig = np.asarray(spectrum, np.float64)
@@ -474,11 +483,12 @@ def quadratic_problems(
       ... def check(q):
       ...     assert q.fun(q.params).shape == ()
       >>> check()
+
     """
     st = _st()
-    return st.tuples(
-        spd_matrices(min_size, max_size, **spd_kwargs), st.integers(0, 2**32 - 1)
-    ).map(lambda ms: quadratic(ms[0], seed=ms[1], dtype=dtype, structure=structure))
+    return st.tuples(spd_matrices(min_size, max_size, **spd_kwargs), st.integers(0, 2**32 - 1)).map(
+        lambda ms: quadratic(ms[0], seed=ms[1], dtype=dtype, structure=structure)
+    )
 
 
 def mlp_params(
@@ -499,6 +509,7 @@ def mlp_params(
       ... def check(m):
       ...     assert m.predict(m.params, m.inputs).shape == m.targets.shape
       >>> check()
+
     """
     st = _st()
 

@@ -69,5 +69,7 @@ def test_gauss_newton_curvature_nonnegative_with_convex_loss(m, seed):
     for loss in (squared, cross_entropy):
         gn = cc.gauss_newton_curvature(m.predict, loss, m.params, u, m.inputs)
         assert float(gn.curvature) >= 0.0
-        full = cc.directional_curvature(lambda p, x: loss(m.predict(p, x)), m.params, u, m.inputs)
+        full = cc.directional_curvature(
+            lambda p, x, loss=loss: loss(m.predict(p, x)), m.params, u, m.inputs
+        )
         np.testing.assert_allclose(gn.slope, full.slope, rtol=1e-9, atol=1e-12)

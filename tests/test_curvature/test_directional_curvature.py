@@ -95,7 +95,7 @@ def test_scaling_of_direction():
     base = cc.directional_curvature(m.loss, m.params, u, m.inputs, m.targets)
     for alpha in (-2.0, 0.5, 3.0):
         scaled = cc.directional_curvature(
-            m.loss, m.params, jax.tree.map(lambda x: alpha * x, u), m.inputs, m.targets
+            m.loss, m.params, jax.tree.map(lambda x, a=alpha: a * x, u), m.inputs, m.targets
         )
         np.testing.assert_allclose(scaled.value, base.value, rtol=1e-14)
         np.testing.assert_allclose(scaled.slope, alpha * base.slope, rtol=1e-12)
@@ -107,6 +107,7 @@ def test_traces_objective_once_and_uses_no_reverse_mode():
 
     def f(w):
         calls.append(1)
+
         # lax.while_loop supports forward mode only: a reverse pass would raise.
         def body(carry):
             i, acc = carry
@@ -122,7 +123,7 @@ def test_traces_objective_once_and_uses_no_reverse_mode():
     np.testing.assert_allclose(value, jnp.sum(jnp.sin(kw)), rtol=1e-12)
     np.testing.assert_allclose(slope, jnp.sum(k * jnp.cos(kw) * uu), rtol=1e-12)
     np.testing.assert_allclose(curvature, jnp.sum(-(k**2) * jnp.sin(kw) * uu**2), rtol=1e-12)
-    with pytest.raises(ValueError, match="[Rr]everse-mode"):
+    with pytest.raises(ValueError, match=r"[Rr]everse-mode"):
         cc.hvp(f, w, u)  # the same objective through a reverse pass fails
 
 

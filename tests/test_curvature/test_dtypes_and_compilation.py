@@ -46,7 +46,9 @@ def test_bfloat16_curvature_within_one_percent_of_float32():
     hu16 = cc.hvp(q16.fun, q16.params, u16)
     hu32 = cc.hvp(q32.fun, q32.params, u32)
     # The pytree inner product accumulates in float32, so uᵀHu from bf16 leaves keeps 1%.
-    np.testing.assert_allclose(float(_tree.vdot(u16, hu16)), float(_tree.vdot(u32, hu32)), rtol=1e-2)
+    np.testing.assert_allclose(
+        float(_tree.vdot(u16, hu16)), float(_tree.vdot(u32, hu32)), rtol=1e-2
+    )
 
 
 def test_bfloat16_vdot_accumulates_in_float32():
@@ -69,7 +71,9 @@ def _counting(fun):
 
 
 ENTRY_POINTS = {
-    "directional_curvature": lambda f: jax.jit(lambda p, u, x: cc.directional_curvature(f, p, u, x)),
+    "directional_curvature": lambda f: jax.jit(
+        lambda p, u, x: cc.directional_curvature(f, p, u, x)
+    ),
     "hvp": lambda f: jax.jit(lambda p, u, x: cc.hvp(f, p, u, x)),
     "gauss_newton_curvature": lambda f: jax.jit(
         lambda p, u, x: cc.gauss_newton_curvature(

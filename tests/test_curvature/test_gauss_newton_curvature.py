@@ -19,7 +19,10 @@ def test_linear_model_squared_loss_equals_hessian_curvature(seed):
     rng = np.random.default_rng(seed)
     X = jnp.asarray(rng.standard_normal((10, 4)))
     y = jnp.asarray(rng.standard_normal((10, 3)))
-    params = {"w": jnp.asarray(rng.standard_normal((4, 3))), "b": jnp.asarray(rng.standard_normal(3))}
+    params = {
+        "w": jnp.asarray(rng.standard_normal((4, 3))),
+        "b": jnp.asarray(rng.standard_normal(3)),
+    }
     u = _random_like(params, seed + 1)
 
     def predict(p, X):
@@ -65,6 +68,4 @@ def test_zero_direction_gives_zero_curvature_not_negative():
 def test_non_scalar_loss_is_named():
     m = testing.mlp((3, 4, 2), seed=0)
     with pytest.raises(TypeError, match="loss must return a scalar"):
-        cc.gauss_newton_curvature(
-            m.predict, lambda out: out**2, m.params, m.params, m.inputs
-        )
+        cc.gauss_newton_curvature(m.predict, lambda out: out**2, m.params, m.params, m.inputs)

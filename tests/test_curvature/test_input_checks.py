@@ -23,9 +23,7 @@ PARAMS = {"a": jnp.ones(3), "b": jnp.ones(2)}
 ENTRY_POINTS = {
     "directional_curvature": lambda f, p, u: cc.directional_curvature(f, p, u),
     "hvp": lambda f, p, u: cc.hvp(f, p, u),
-    "gauss_newton_curvature": lambda f, p, u: cc.gauss_newton_curvature(
-        _predict, _loss, p, u
-    ),
+    "gauss_newton_curvature": lambda f, p, u: cc.gauss_newton_curvature(_predict, _loss, p, u),
 }
 
 
@@ -69,4 +67,6 @@ def test_direction_dtype_is_cast_to_params_dtype():
     direction = {"a": jnp.ones(3, jnp.float64), "b": jnp.ones(2, jnp.float64)}
     out = cc.hvp(_quad, params, direction)
     assert out["a"].dtype == jnp.float32
-    assert float(cc.directional_curvature(_quad, params, direction).curvature) == pytest.approx(10.0)
+    assert float(cc.directional_curvature(_quad, params, direction).curvature) == pytest.approx(
+        10.0
+    )

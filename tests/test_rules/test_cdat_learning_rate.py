@@ -116,7 +116,9 @@ def test_vmap_and_jit_trace_once():
 
     slopes = jnp.asarray([-1.0, 2.0, -3.0, NAN])
     curvatures = jnp.asarray([2.0, 1.0, 0.0, 1.0])
-    out = jax.vmap(lambda s, c: cc.cdat_learning_rate(s, c, max_learning_rate=9.0))(slopes, curvatures)
+    out = jax.vmap(lambda s, c: cc.cdat_learning_rate(s, c, max_learning_rate=9.0))(
+        slopes, curvatures
+    )
     np.testing.assert_array_equal(out, [1.0, 0.0, 9.0, 0.0])
 
 

@@ -63,8 +63,11 @@ def test_polyak_learning_rate(value, grad_sq_norm, kwargs, expected):
 def test_ema_definition_and_pytrees():
     assert float(cc.ema(jnp.float64(1.0), jnp.float64(3.0), 0.9)) == pytest.approx(1.2)
     assert float(cc.ema(jnp.float64(1.0), jnp.float64(3.0), 0.0)) == 3.0
-    tree = cc.ema({"n": jnp.float32(2.0), "d": jnp.float32(4.0)},
-                  {"n": jnp.float32(0.0), "d": jnp.float32(8.0)}, 0.5)
+    tree = cc.ema(
+        {"n": jnp.float32(2.0), "d": jnp.float32(4.0)},
+        {"n": jnp.float32(0.0), "d": jnp.float32(8.0)},
+        0.5,
+    )
     assert float(tree["n"]) == 1.0 and float(tree["d"]) == 6.0
     assert tree["n"].dtype == jnp.float32
 

@@ -1,0 +1,67 @@
+"""nox sessions: the front door to cdat_core's checks (``nox -l`` lists them)."""
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["tests", "property", "doctest", "lint", "typecheck"]
+
+RUFF = "ruff==0.17.6"
+MYPY = "mypy==2.4.1"
+# Two workers match the CI machine's two cores; override with e.g. `nox -s tests -- -n 0`.
+XDIST = ["-n", os.environ.get("CDAT_TEST_WORKERS", "2")]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the example-based tests in tests/."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests", *XDIST, *session.posargs)
+
+
+@nox.session
+def property(session: nox.Session) -> None:
+    """Run the hypothesis property tests in property_tests/ (profile: CDAT_HYPOTHESIS_PROFILE)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "property_tests", *XDIST, *session.posargs)
+
+
+@nox.session
+def doctest(session: nox.Session) -> None:
+    """Run every docstring example in cdat_core and the README."""
+    session.install("-e", ".[test,lab]")
+    session.run(
+        "pytest",
+        "--doctest-modules",
+        "cdat_core",
+        "--doctest-glob=README.md",
+        "README.md",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and common bugs with ruff (lint and format check)."""
+    session.install(RUFF)
+    session.run("ruff", "check", ".", *session.posargs)
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check the cdat_core package with mypy."""
+    session.install("-e", ".", MYPY)
+    session.run("mypy", "cdat_core", *session.posargs)
+
+
+@nox.session(default=False)
+def benchmarks(session: nox.Session) -> None:
+    """Run the pytest-benchmark suites in benchmarks/ (slow; not part of the default run)."""
+    session.install("-e", ".[test,lab,bench]")
+    session.run("pytest", "benchmarks", "-p", "no:xdist", *session.posargs)
