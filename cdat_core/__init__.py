@@ -10,6 +10,11 @@ from cdat_core.curvature import (
     gauss_newton_curvature,
     hvp,
 )
+from cdat_core.linesearch import (
+    LinesearchResult,
+    backtracking_linesearch,
+    initial_learning_rate,
+)
 from cdat_core.rules import (
     cdat_learning_rate,
     ema,
@@ -24,7 +29,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Curvature",
+    "LinesearchResult",
     "__version__",
+    "backtracking_linesearch",
     "cdat_learning_rate",
     "directional_curvature",
     "ema",
@@ -32,6 +39,7 @@ __all__ = [
     "greedy_learning_rate",
     "hvp",
     "hypergradient_learning_rate",
+    "initial_learning_rate",
     "on_edge_learning_rate",
     "polyak_learning_rate",
     "sharpness_learning_rate",

@@ -1,0 +1,370 @@
+r"""Backtracking linesearch with the sufficient-decrease criterion of Roulet et al. (2024).
+
+The criterion is eq (1) of "Stepping on the Edge" with the relative decrease :math:`\delta`
+of its Appendix C.3:
+
+.. math::
+
+    f(w + \eta u) \le f(w) + \delta\,|f(w)| + c\,\eta\,\nabla f(w)^\top u,
+
+and the search tries :math:`\eta_{t,k} = c_-^k\,\eta_{t,0}` for :math:`k = 0, 1, \dots` from an
+initial guess :math:`\eta_{t,0} = \min\{c_+\,\eta_{t-1}, \eta_{\max}\}`
+(:func:`initial_learning_rate`), keeping the first (hence largest) one that satisfies it
+(:func:`backtracking_linesearch`).
+
+Both functions are pure and run under ``jit`` and ``vmap``: the loop is a ``lax.while_loop``
+bounded by the structural ``max_steps`` (a Python int, bound at trace time), while
+:math:`c`, :math:`\delta`, :math:`c_-`, :math:`c_+` and the learning rates are traced numbers,
+so changing them never recompiles. Pytree arithmetic goes through :mod:`cdat_core._tree`, so
+params sharded across devices need no gathering.
+
+Relation to ``optax.scale_by_backtracking_linesearch`` (optax 0.2.8), the implementation the
+paper used. With a descent direction and an accepted step, the chosen learning rates and the
+numbers of evaluations agree under the mapping (cdat_core → optax):
+
+* ``c`` → ``slope_rtol``; ``delta`` → ``rtol`` (optax writes :math:`(1+\delta)f(w)`, equal to
+  :math:`f(w) + \delta|f(w)|` for :math:`f(w) \ge 0`, see :func:`backtracking_linesearch`);
+  no absolute tolerance → ``atol=0.0``; ``decrease_factor`` → ``decrease_factor``.
+* ``max_steps`` → ``max_backtracking_steps + 1``: optax tries
+  :math:`k = 0, \dots, \text{max\_backtracking\_steps}`, one more than its name says.
+* ``initial_learning_rate(previous, increase_factor=c₊, max_learning_rate=m)`` → optax's
+  guess ``min(increase_factor * state.learning_rate, max_learning_rate)``; optax's state
+  starts at ``learning_rate=1.0``, so pass ``previous=1.0`` at the first step.
+* ``num_steps`` → ``info.num_linesearch_steps`` (both count evaluations of :math:`f`).
+
+They differ on purpose where optax's search fails:
+
+* No trial accepted within the budget: optax steps with the last *rejected* learning rate
+  :math:`c_-^{M}\eta_0` (:math:`M` = ``max_backtracking_steps``) when its value was finite
+  (an ascent direction therefore moves uphill), and with 0 when it was not; here the
+  learning rate is always 0 and ``accepted=False``.
+* After a learning rate of 0, optax's next guess is :math:`\min(c_+ \cdot 0, \eta_{\max}) = 0`
+  (or ``inf * 0 = nan`` for :math:`c_+ = \infty`), so it never moves again;
+  :func:`initial_learning_rate` restarts from :math:`\eta_{\max}`.
+* optax counts a trial value of :math:`-\infty` as accepted; here every non-finite trial value
+  is a failed trial.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from cdat_core import _tree
+
+__all__ = ["LinesearchResult", "backtracking_linesearch", "initial_learning_rate"]
+
+PyTree = Any
+ArrayLike = Any
+
+
+class LinesearchResult(NamedTuple):
+    r"""Result of :func:`backtracking_linesearch`.
+
+    Attributes:
+      learning_rate: the accepted :math:`\eta = c_-^k \eta_0`, or 0 when no trial was
+        accepted (so the caller's update :math:`\eta u` is exactly zero). A scalar in at least
+        float32.
+      value: :math:`f(w + \eta u)` at the returned ``learning_rate``: the value of the
+        accepted trial, or the ``value`` passed in (:math:`f(w)`, the step being zero) when
+        nothing was accepted. In the dtype ``fun`` returns.
+      num_steps: the number of evaluations of ``fun`` made (int32): :math:`k + 1` when
+        trial :math:`k` was accepted, ``max_steps`` when none was, 0 when the search did not
+        start (invalid input, see :func:`backtracking_linesearch`).
+      accepted: whether some trial satisfied the criterion (bool).
+    """
+
+    learning_rate: jax.Array
+    value: jax.Array
+    num_steps: jax.Array
+    accepted: jax.Array
+
+
+class _SearchState(NamedTuple):
+    """What the ``while_loop`` carries: the current trial and whether it was accepted."""
+
+    num_steps: jax.Array
+    learning_rate: jax.Array
+    value: jax.Array
+    accepted: jax.Array
+
+
+def _is_tracer(x: Any) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _check_scalar(name: str, x: Any) -> None:
+    """Raise ``ValueError`` unless ``x`` is a scalar (0-d) number."""
+    if jnp.ndim(x) != 0:
+        raise ValueError(f"{name} must be a scalar, got an array of shape {jnp.shape(x)}.")
+
+
+def _check_concrete(name: str, x: Any, valid: Callable[[float], bool], requirement: str) -> None:
+    """Raise ``ValueError`` when ``x`` is a concrete number that violates ``requirement``.
+
+    Traced values cannot be checked at trace time; the functions give them defined results
+    instead (documented on each).
+    """
+    _check_scalar(name, x)
+    if _is_tracer(x):
+        return
+    v = float(x)
+    if not valid(v):
+        raise ValueError(f"{name} must be {requirement}, got {v}.")
+
+
+def _check_max_steps(max_steps: Any) -> int:
+    if _is_tracer(max_steps) or isinstance(max_steps, bool):
+        raise TypeError(
+            "max_steps is structural: pass a Python int (it bounds the while_loop at trace "
+            f"time), got {type(max_steps).__name__}."
+        )
+    try:
+        steps = operator.index(max_steps)
+    except TypeError:
+        raise TypeError(f"max_steps must be a Python int, got {max_steps!r}.") from None
+    if steps < 1:
+        raise ValueError(f"max_steps must be at least 1, got {steps}.")
+    return steps
+
+
+def initial_learning_rate(
+    previous: ArrayLike,
+    *,
+    increase_factor: ArrayLike = math.inf,
+    max_learning_rate: ArrayLike = 1.0,
+) -> jax.Array:
+    r"""Initial guess of the backtracking search, Appendix C.3 of Roulet et al. (2024).
+
+    .. math:: \eta_{t,0} = \min\{c_+\,\eta_{t-1},\ \eta_{\max}\},
+
+    with :math:`\eta_{t-1}` the learning rate accepted at the previous step, :math:`c_+` the
+    increase factor and :math:`\eta_{\max}` the maximal learning rate (1 in the paper).
+    :math:`c_+ = \infty` (the default) starts every search from :math:`\eta_{\max}`; the
+    paper's grid is :math:`c_+ \in \{4, \infty\}`.
+
+    A failed previous search returns :math:`\eta_{t-1} = 0`; the guess then restarts from
+    :math:`\eta_{\max}` instead of staying at :math:`c_+ \cdot 0 = 0` forever (and
+    :math:`\infty \cdot 0` is never formed). The same restart applies to any previous value
+    that is not finite and positive, or to a non-finite or non-positive ``increase_factor``.
+
+    Args:
+      previous: :math:`\eta_{t-1}`, a scalar (0 after a failed search).
+      increase_factor: :math:`c_+ > 0`, possibly ``inf``. Traced or concrete.
+      max_learning_rate: :math:`\eta_{\max}`, finite and positive. Traced or concrete.
+
+    Returns:
+      :math:`\eta_{t,0} \in (0, \eta_{\max}]`, a scalar in at least float32 (the promotion of
+      ``previous``'s dtype with float32).
+
+    Raises:
+      ValueError: for a concrete ``increase_factor`` that is not positive (NaN included) or a
+        concrete ``max_learning_rate`` that is not finite and positive, or non-scalar inputs.
+
+    Example:
+      >>> import cdat_core as cc
+      >>> float(cc.initial_learning_rate(0.1, increase_factor=4.0))
+      0.4...
+      >>> float(cc.initial_learning_rate(0.5, increase_factor=4.0))  # capped at the maximum
+      1.0
+      >>> float(cc.initial_learning_rate(0.0, increase_factor=4.0))  # failed search: restart
+      1.0
+    """
+    _check_scalar("previous", previous)
+    _check_concrete("increase_factor", increase_factor, lambda v: v > 0, "positive (inf allowed)")
+    _check_concrete(
+        "max_learning_rate",
+        max_learning_rate,
+        lambda v: math.isfinite(v) and v > 0,
+        "finite and positive",
+    )
+    dtype = _tree.accumulation_dtype(
+        *(jnp.result_type(x) for x in (previous,) if hasattr(x, "dtype"))
+    )
+    previous, factor, max_lr = (
+        jnp.asarray(x).astype(dtype) for x in (previous, increase_factor, max_learning_rate)
+    )
+    # Restart from the maximum unless c₊·η_{t−1} is a positive number (inf allowed): this
+    # covers η_{t−1} = 0 (failed search), NaN, and never evaluates inf * 0.
+    usable = jnp.isfinite(previous) & (previous > 0) & (factor > 0)
+    safe_previous = jnp.where(usable, previous, 1.0)
+    safe_factor = jnp.where(usable, factor, 1.0)
+    guess = jnp.minimum(safe_factor * safe_previous, max_lr)
+    return jnp.where(usable, guess, max_lr)
+
+
+def backtracking_linesearch(
+    fun: Callable[..., Any],
+    params: PyTree,
+    direction: PyTree,
+    *args: Any,
+    value: ArrayLike,
+    slope: ArrayLike,
+    initial_learning_rate: ArrayLike = 1.0,
+    c: ArrayLike = 0.0,
+    delta: ArrayLike = 0.0,
+    decrease_factor: ArrayLike = 0.8,
+    max_steps: int = 30,
+) -> LinesearchResult:
+    r"""Backtracking linesearch: eq (1) with the relative decrease of Appendix C.3.
+
+    Returns the largest :math:`\eta = c_-^k\,\eta_0`, :math:`k \in \{0, \dots, K-1\}`, with
+
+    .. math::
+
+        f(w + \eta u) \le f(w) + \delta\,|f(w)| + c\,\eta\,\nabla f(w)^\top u,
+
+    where :math:`f` is ``fun``, :math:`w` the ``params``, :math:`u` the ``direction``,
+    :math:`\eta_0` the ``initial_learning_rate`` (see :func:`initial_learning_rate`),
+    :math:`c_- \in (0, 1)` the ``decrease_factor``, :math:`K` ``max_steps``, :math:`c \ge 0`
+    the sufficient-decrease coefficient (the paper uses :math:`c \in \{0, 10^{-4}, 0.5\}`) and
+    :math:`\delta \ge 0` the relative decrease (:math:`\{0, 10^{-3}\}`, with :math:`c = 0`).
+    Trials are evaluated in order :math:`k = 0, 1, \dots` and the search stops at the first
+    accepted one, so the accepted :math:`\eta` is maximal among the trials; a trial whose value
+    is not finite (NaN, :math:`\pm\infty`) counts as rejected.
+
+    The paper writes the relaxed bound as :math:`(1 + \delta) f(w)`. Its losses are
+    non-negative, where the two forms agree; for :math:`f(w) < 0` the literal form would make
+    the criterion *stricter* than :math:`\delta = 0` (and unsatisfiable as
+    :math:`\eta \to 0`), against the purpose of :math:`\delta` (keeping the search from getting
+    stuck at vanishing learning rates), so :math:`f(w) + \delta |f(w)|` is used here.
+
+    Args:
+      fun: ``fun(params, *args)`` returning a real scalar.
+      params: :math:`w`, a pytree of float arrays (``None`` subtrees allowed).
+      direction: :math:`u`, a pytree with the structure and shapes of ``params``; cast to
+        the params' dtypes.
+      *args: extra positional arguments passed to ``fun`` (data, targets, ...).
+      value: :math:`f(w)`, passed in because it usually comes with the gradient.
+      slope: :math:`\nabla f(w)^\top u`; must be negative (a descent direction).
+      initial_learning_rate: :math:`\eta_0 > 0`.
+      c: :math:`c \ge 0`.
+      delta: :math:`\delta \ge 0`.
+      decrease_factor: :math:`c_- \in (0, 1)`.
+      max_steps: :math:`K \ge 1`, the maximal number of evaluations of ``fun``. Structural:
+        a Python int.
+
+    Returns:
+      ``LinesearchResult(learning_rate, value, num_steps, accepted)``; see
+      :class:`LinesearchResult`. When no trial is accepted, ``learning_rate`` is 0, ``value``
+      is the ``value`` passed in and ``accepted`` is False. The search does not start
+      (``num_steps`` 0, ``learning_rate`` 0, not accepted) when ``slope`` is not negative (an
+      ascent or flat direction, including empty params), when ``value`` or ``slope`` is not
+      finite, or when a traced ``initial_learning_rate``, ``c``, ``delta`` or
+      ``decrease_factor`` is out of range or not finite. The learning rate is never NaN.
+
+    Raises:
+      TypeError: when ``params`` or ``direction`` has a non-float leaf, ``fun`` does not
+        return a real scalar, or ``max_steps`` is not a Python int.
+      ValueError: when ``direction``'s structure or shapes differ from ``params``', when a
+        hyperparameter is not a scalar, when ``max_steps < 1``, or when a concrete
+        hyperparameter is out of range (:math:`\eta_0 \le 0`, :math:`c < 0`,
+        :math:`\delta < 0`, :math:`c_- \notin (0, 1)`, or not finite).
+
+    Under ``vmap`` the loop runs until the slowest member of the batch stops (the others'
+    results are kept as they were when they stopped).
+
+    References:
+      Roulet, Agarwala, Grill, Swirszcz, Blondel, Pedregosa, "Stepping on the Edge: Curvature
+      Aware Learning Rate Tuners", NeurIPS 2024, eq (1) and Appendix C.3.
+
+    Example:
+      On :math:`f(w) = \|w\|^2` with :math:`u = -\nabla f(w)`, the step 1 overshoots and the
+      step 1/2 lands on the minimum:
+
+      >>> import jax.numpy as jnp
+      >>> import cdat_core as cc
+      >>> f = lambda w: jnp.sum(w**2)
+      >>> w = jnp.array([1.0, -2.0])
+      >>> g = 2 * w
+      >>> u = -g
+      >>> res = cc.backtracking_linesearch(
+      ...     f, w, u, value=f(w), slope=jnp.sum(g * u), c=1e-4, decrease_factor=0.5
+      ... )
+      >>> float(res.learning_rate), float(res.value), int(res.num_steps), bool(res.accepted)
+      (0.5, 0.0, 2, True)
+      >>> res = cc.backtracking_linesearch(f, w, g, value=f(w), slope=jnp.sum(g * g))
+      >>> float(res.learning_rate), bool(res.accepted)  # ascent direction: no step
+      (0.0, False)
+    """
+    steps = _check_max_steps(max_steps)
+    direction = _tree.match_dtypes(params, direction, "direction")
+    _check_scalar("value", value)
+    _check_scalar("slope", slope)
+    _check_concrete(
+        "initial_learning_rate",
+        initial_learning_rate,
+        lambda v: math.isfinite(v) and v > 0,
+        "finite and positive",
+    )
+    _check_concrete("c", c, lambda v: math.isfinite(v) and v >= 0, "finite and non-negative")
+    _check_concrete(
+        "delta", delta, lambda v: math.isfinite(v) and v >= 0, "finite and non-negative"
+    )
+    _check_concrete(
+        "decrease_factor", decrease_factor, lambda v: 0 < v < 1, "in the open interval (0, 1)"
+    )
+
+    def objective(w: PyTree) -> jax.Array:
+        return jnp.asarray(fun(w, *args))
+
+    out = jax.eval_shape(objective, params)
+    _tree.check_scalar_output(out, "fun")
+    out_dtype = out.dtype
+    leaf_dtypes = [jnp.result_type(x) for x in jax.tree.leaves(params)]
+    dtype = _tree.accumulation_dtype(out_dtype, *leaf_dtypes)
+
+    value, slope, eta0, c, delta, factor = (
+        jnp.asarray(x).astype(dtype)
+        for x in (value, slope, initial_learning_rate, c, delta, decrease_factor)
+    )
+    valid = (
+        jnp.isfinite(value)
+        & jnp.isfinite(slope)
+        & (slope < 0)
+        & jnp.isfinite(eta0)
+        & (eta0 > 0)
+        & jnp.isfinite(c)
+        & jnp.isfinite(delta)
+        & (factor > 0)
+        & (factor < 1)
+    )
+    # Sanitised numbers: every branch below stays finite even when the search does not start.
+    safe_value = jnp.where(valid, value, 0.0)
+    safe_slope = jnp.where(valid, slope, -1.0)
+    safe_c = jnp.where(valid, c, 0.0)
+    safe_eta0 = jnp.where(valid, eta0, 1.0)
+    safe_factor = jnp.where(valid, factor, 0.5)
+    bound = safe_value + jnp.where(valid, delta, 0.0) * jnp.abs(safe_value)
+
+    def cond(state: _SearchState) -> jax.Array:
+        return valid & ~state.accepted & (state.num_steps < steps)
+
+    def body(state: _SearchState) -> _SearchState:
+        eta = state.learning_rate
+        trial = objective(_tree.axpy(eta, direction, params)).astype(out_dtype)
+        trial_acc = trial.astype(dtype)
+        ok = jnp.isfinite(trial_acc) & (trial_acc <= bound + safe_c * eta * safe_slope)
+        # η_{k+1} = c₋·η_k by repeated multiplication (as optax does), kept on acceptance.
+        next_eta = jnp.where(ok, eta, safe_factor * eta)
+        return _SearchState(state.num_steps + 1, next_eta, trial, ok)
+
+    init = _SearchState(
+        num_steps=jnp.zeros((), jnp.int32),
+        learning_rate=safe_eta0,
+        value=value.astype(out_dtype),
+        accepted=jnp.zeros((), bool),
+    )
+    final = jax.lax.while_loop(cond, body, init)
+    accepted = final.accepted
+    return LinesearchResult(
+        learning_rate=jnp.where(accepted, final.learning_rate, 0.0).astype(dtype),
+        value=jnp.where(accepted, final.value, value.astype(out_dtype)),
+        num_steps=final.num_steps,
+        accepted=accepted,
+    )
