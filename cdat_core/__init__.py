@@ -4,6 +4,7 @@ The public API is re-exported here (``import cdat_core as cc``); ``cc.dynamics``
 ``cc.lab`` are submodules. See ``shared/DESIGN.md`` for the contract.
 """
 
+from cdat_core import dynamics
 from cdat_core.curvature import (
     Curvature,
     directional_curvature,
@@ -24,11 +25,19 @@ from cdat_core.rules import (
     polyak_learning_rate,
     sharpness_learning_rate,
 )
+from cdat_core.sharpness import (
+    EigResult,
+    hessian_sharpness,
+    lanczos,
+    power_iteration,
+    preconditioner_from_optax_state,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Curvature",
+    "EigResult",
     "LinesearchResult",
     "__version__",
     "backtracking_linesearch",
@@ -37,10 +46,14 @@ __all__ = [
     "ema",
     "gauss_newton_curvature",
     "greedy_learning_rate",
+    "hessian_sharpness",
     "hvp",
     "hypergradient_learning_rate",
     "initial_learning_rate",
+    "lanczos",
     "on_edge_learning_rate",
     "polyak_learning_rate",
+    "power_iteration",
+    "preconditioner_from_optax_state",
     "sharpness_learning_rate",
 ]

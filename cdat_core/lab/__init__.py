@@ -1,0 +1,8 @@
+"""cdat_core.lab: the embedded experiments (problems, training loops, reports).
+
+The lab may import scikit-learn and other extras; the core package never imports it.
+"""
+
+from cdat_core.lab import problems
+
+__all__ = ["problems"]
