@@ -11,6 +11,7 @@ from cdat_core.curvature import (
     gauss_newton_curvature,
     hvp,
 )
+from cdat_core.diagnostics import EdgeOfStability, edge_of_stability
 from cdat_core.linesearch import (
     LinesearchResult,
     backtracking_linesearch,
@@ -32,17 +33,38 @@ from cdat_core.sharpness import (
     power_iteration,
     preconditioner_from_optax_state,
 )
+from cdat_core.transforms import (
+    ScaleByCdatState,
+    ScaleByHypergradientState,
+    ScaleByLinesearchState,
+    ScaleByPolyakState,
+    ScaleBySharpnessState,
+    cdat,
+    scale_by_cdat,
+    scale_by_hypergradient,
+    scale_by_linesearch,
+    scale_by_polyak,
+    scale_by_sharpness,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Curvature",
+    "EdgeOfStability",
     "EigResult",
     "LinesearchResult",
+    "ScaleByCdatState",
+    "ScaleByHypergradientState",
+    "ScaleByLinesearchState",
+    "ScaleByPolyakState",
+    "ScaleBySharpnessState",
     "__version__",
     "backtracking_linesearch",
+    "cdat",
     "cdat_learning_rate",
     "directional_curvature",
+    "edge_of_stability",
     "ema",
     "gauss_newton_curvature",
     "greedy_learning_rate",
@@ -55,5 +77,10 @@ __all__ = [
     "polyak_learning_rate",
     "power_iteration",
     "preconditioner_from_optax_state",
+    "scale_by_cdat",
+    "scale_by_hypergradient",
+    "scale_by_linesearch",
+    "scale_by_polyak",
+    "scale_by_sharpness",
     "sharpness_learning_rate",
 ]
