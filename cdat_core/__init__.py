@@ -4,7 +4,7 @@ The public API is re-exported here (``import cdat_core as cc``); ``cc.dynamics``
 ``cc.lab`` are submodules. See ``shared/DESIGN.md`` for the contract.
 """
 
-from cdat_core import dynamics
+from cdat_core import dynamics as dynamics  # cc.dynamics, not in __all__
 from cdat_core.curvature import (
     Curvature,
     directional_curvature,

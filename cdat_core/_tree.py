@@ -122,6 +122,30 @@ def cast_like(x: PyTree, like: PyTree) -> PyTree:
     return jax.tree.map(lambda a, b: jnp.asarray(a).astype(jnp.result_type(b)), x, like)
 
 
+def explicit_sharding(leaf: jax.Array) -> Any:
+    """The sharding of ``leaf`` when it is split over explicit mesh axes, else ``None``."""
+    sharding = jax.typeof(leaf).sharding
+    spec = getattr(sharding, "spec", ())
+    return sharding if any(axis is not None for axis in spec) else None
+
+
+def _normal_leaf(key: jax.Array, leaf: Any, dtype: Any) -> jax.Array:
+    if isinstance(leaf, jax.core.Tracer):
+        return jax.random.normal(key, leaf.shape, dtype, out_sharding=explicit_sharding(leaf))
+    # Outside jit there may be no mesh context: draw, then place like the leaf (same bits).
+    draw = jax.random.normal(key, np.shape(leaf), dtype)
+    sharding = getattr(leaf, "sharding", None)  # NumPy arrays and Python floats have none
+    return draw if sharding is None else jax.device_put(draw, sharding)
+
+
+def normal_like(key: jax.Array, tree: PyTree) -> PyTree:
+    """Standard normal pytree like ``tree``, one split key per leaf, sharded like each leaf."""
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    out = [_normal_leaf(k, x, jnp.result_type(x)) for k, x in zip(keys, leaves, strict=True)]
+    return jax.tree.unflatten(treedef, out)
+
+
 # --------------------------------------------------------------------------------------------
 # Trace-time checks with messages that name the arguments.
 # --------------------------------------------------------------------------------------------

@@ -121,30 +121,6 @@ def _normalize(x: PyTree) -> tuple[PyTree, jax.Array]:
     return _tree.scale(inv, x), jnp.where(ok, nx, 0.0)
 
 
-def _explicit_sharding(leaf: jax.Array) -> Any:
-    """The sharding of ``leaf`` when it is split over explicit mesh axes, else ``None``."""
-    sharding = jax.typeof(leaf).sharding
-    spec = getattr(sharding, "spec", ())
-    return sharding if any(axis is not None for axis in spec) else None
-
-
-def _normal_leaf(key: jax.Array, leaf: Any, dtype: Any) -> jax.Array:
-    if isinstance(leaf, jax.core.Tracer):
-        return jax.random.normal(key, leaf.shape, dtype, out_sharding=_explicit_sharding(leaf))
-    # Outside jit there may be no mesh context: draw, then place like the leaf (same bits).
-    draw = jax.random.normal(key, np.shape(leaf), dtype)
-    sharding = getattr(leaf, "sharding", None)  # NumPy arrays and Python floats have none
-    return draw if sharding is None else jax.device_put(draw, sharding)
-
-
-def _normal_like(key: jax.Array, tree: PyTree) -> PyTree:
-    """Standard normal pytree like ``tree``, one split key per leaf, sharded like each leaf."""
-    leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(key, len(leaves))
-    out = [_normal_leaf(k, x, jnp.result_type(x)) for k, x in zip(keys, leaves, strict=True)]
-    return jax.tree.unflatten(treedef, out)
-
-
 def _mix32(x: jax.Array) -> jax.Array:
     """A bijective avalanche hash of uint32 (Wellons' ``lowbias32``)."""
     x = x ^ (x >> jnp.uint32(16))
@@ -166,7 +142,7 @@ def _hash_like(template: PyTree, step: jax.Array) -> PyTree:
     out, offset = [], 0
     leaves, treedef = jax.tree.flatten(template)
     for leaf in leaves:
-        shape, sharding = leaf.shape, _explicit_sharding(leaf)
+        shape, sharding = leaf.shape, _tree.explicit_sharding(leaf)
         index = jnp.full((), offset % 2**32, jnp.uint32)
         stride = 1
         for d in reversed(range(len(shape))):
@@ -651,7 +627,7 @@ def hessian_sharpness(
     elif key is None:
         raise TypeError("hessian_sharpness needs key= (random start) or v0= (warm start).")
     else:
-        start = _normal_like(key, params)
+        start = _tree.normal_like(key, params)
 
     def matvec(v: PyTree) -> PyTree:
         if scaling is None:

@@ -38,7 +38,7 @@ from cdat_core.rules import (
     polyak_learning_rate,
     sharpness_learning_rate,
 )
-from cdat_core.sharpness import _normal_like, hessian_sharpness
+from cdat_core.sharpness import hessian_sharpness
 
 __all__ = [
     "ScaleByCdatState",
@@ -673,7 +673,7 @@ def scale_by_sharpness(
     def init_fn(params: PyTree) -> ScaleBySharpnessState:
         dtype = _scalar_dtype(params)
         start_key = jax.random.key(0) if key is None else key
-        start = _normal_like(start_key, params)  # placed like the params, even when sharded
+        start = _tree.normal_like(start_key, params)  # placed like the params, even when sharded
         zero = jnp.zeros((), dtype)
         return ScaleBySharpnessState(
             learning_rate=zero,
