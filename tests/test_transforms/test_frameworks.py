@@ -20,6 +20,23 @@ def _data(seed=0):
     return x, y
 
 
+def _train_with_cdat(loss, params, x, y, num_steps=200):
+    """Train with CDAT (σ = 1.9) on gradient descent; return params, state, first loss."""
+    opt = cc.cdat(optax.sgd(1.0), sigma=1.9)
+
+    @jax.jit
+    def step(p, state):
+        grad = jax.grad(loss)(p, x, y)
+        updates, state = opt.update(grad, state, p, value_fn=loss, x=x, y=y)
+        return optax.apply_updates(p, updates), state
+
+    first = loss(params, x, y)
+    state = opt.init(params)
+    for _ in range(num_steps):
+        params, state = step(params, state)
+    return params, state, first
+
+
 def test_equinox_model_trains_with_cdat():
     x, y = _data()
     model = eqx.nn.MLP(4, 1, width_size=8, depth=2, activation=jnp.tanh, key=jax.random.key(1))
@@ -29,22 +46,11 @@ def test_equinox_model_trains_with_cdat():
         m = eqx.combine(p, static)
         return 0.5 * jnp.mean((jax.vmap(m)(x) - y) ** 2)
 
-    opt = cc.cdat(optax.sgd(1.0), sigma=1.9)
-    state = opt.init(params)
-
-    @jax.jit
-    def step(p, state):
-        value, grad = jax.value_and_grad(loss)(p, x, y)
-        updates, state = opt.update(grad, state, p, value_fn=loss, x=x, y=y)
-        return eqx.apply_updates(p, updates), state, value
-
-    first = None
-    for _ in range(200):
-        params, state, value = step(params, state)
-        first = value if first is None else first
-    final = loss(params, x, y)
-    assert float(final) < 0.5 * float(first)
+    params, state, first = _train_with_cdat(loss, params, x, y)
+    assert float(loss(params, x, y)) < 0.5 * float(first)
     assert float(optax.tree.get(state, "learning_rate")) > 0
+    trained = eqx.combine(params, static)
+    assert jax.vmap(trained)(x).shape == y.shape
 
 
 class _NnxMLP(nnx.Module):
@@ -58,26 +64,12 @@ class _NnxMLP(nnx.Module):
 
 def test_flax_nnx_model_trains_with_cdat():
     x, y = _data(1)
-    model = _NnxMLP(nnx.Rngs(0))
-    graphdef, params = nnx.split(model, nnx.Param)
+    graphdef, params = nnx.split(_NnxMLP(nnx.Rngs(0)), nnx.Param)
 
     def loss(p, x, y):
-        m = nnx.merge(graphdef, p)
-        return 0.5 * jnp.mean((m(x) - y) ** 2)
+        return 0.5 * jnp.mean((nnx.merge(graphdef, p)(x) - y) ** 2)
 
-    opt = cc.cdat(optax.sgd(1.0), sigma=1.9)
-    state = opt.init(params)
-
-    @jax.jit
-    def step(p, state):
-        value, grad = jax.value_and_grad(loss)(p, x, y)
-        updates, state = opt.update(grad, state, p, value_fn=loss, x=x, y=y)
-        return optax.apply_updates(p, updates), state, value
-
-    first = None
-    for _ in range(200):
-        params, state, value = step(params, state)
-        first = value if first is None else first
+    params, state, first = _train_with_cdat(loss, params, x, y)
     assert float(loss(params, x, y)) < 0.5 * float(first)
-    trained = nnx.merge(graphdef, params)
-    assert trained(x).shape == y.shape
+    assert float(optax.tree.get(state, "learning_rate")) > 0
+    assert nnx.merge(graphdef, params)(x).shape == y.shape
