@@ -7,8 +7,7 @@ printed in a "benchmark figures" section at the end of the run.
 """
 
 import pytest
-
-pytest.importorskip("pytest_benchmark")
+import pytest_benchmark  # noqa: F401  (fail loudly, never skip, when the plugin is missing)
 
 _REPORT: list[str] = []
 
