@@ -17,8 +17,8 @@ XDIST = ["-n", os.environ.get("CDAT_TEST_WORKERS", "2")]
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the example-based tests in tests/."""
-    session.install("-e", ".[test]")
+    """Run the example-based tests in tests/ (the lab's tests need the lab extra)."""
+    session.install("-e", ".[test,lab]")
     session.run("pytest", "tests", *XDIST, *session.posargs)
 
 
@@ -65,3 +65,10 @@ def benchmarks(session: nox.Session) -> None:
     """Run the pytest-benchmark suites in benchmarks/ (slow; not part of the default run)."""
     session.install("-e", ".[test,lab,bench]")
     session.run("pytest", "benchmarks", "-p", "no:xdist", *session.posargs)
+
+
+@nox.session(default=False)
+def verify(session: nox.Session) -> None:
+    """Reproduce the paper's findings: run `cdat-core verify` (add --quick for 1 minute)."""
+    session.install("-e", ".[lab]")
+    session.run("cdat-core", "verify", *session.posargs)

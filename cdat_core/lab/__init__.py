@@ -3,6 +3,26 @@
 The lab may import scikit-learn and other extras; the core package never imports it.
 """
 
-from cdat_core.lab import problems
+from cdat_core.lab import (
+    claims,
+    cli,
+    measurements,
+    plots,
+    problems,
+    report,
+    train,
+    tuners,
+    verify,
+)
 
-__all__ = ["problems"]
+__all__ = [
+    "claims",
+    "cli",
+    "measurements",
+    "plots",
+    "problems",
+    "report",
+    "train",
+    "tuners",
+    "verify",
+]

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cdat_core import testing
+
 __all__ = [
     "DigitsCNN",
     "DigitsMLP",
@@ -46,19 +48,13 @@ class DigitsMLP(NamedTuple):
 
     @staticmethod
     def predict(params: Any, inputs: jax.Array) -> jax.Array:
-        """Outputs of the MLP: tanh hidden layers, linear last layer."""
-        h = inputs
-        for i, layer in enumerate(params):
-            h = h @ layer["w"] + layer["b"]
-            if i < len(params) - 1:
-                h = jnp.tanh(h)
-        return h
+        """Outputs of the MLP (that of :class:`cdat_core.testing.MLP`): tanh hidden layers."""
+        return testing.MLP.predict(params, inputs)
 
     @staticmethod
     def loss(params: Any, inputs: jax.Array, targets: jax.Array) -> jax.Array:
         """Halved mean squared error ``0.5 * mean(sum((predict - targets)**2, -1))``."""
-        err = DigitsMLP.predict(params, inputs) - targets
-        return 0.5 * jnp.mean(jnp.sum(err**2, axis=-1))
+        return testing.MLP.loss(params, inputs, targets)
 
 
 def digits_mlp(

@@ -1,0 +1,148 @@
+"""Compiled pieces of :mod:`cdat_core.lab.train`: the scanned chunk, the sharpness probe.
+
+Each builder is cached on its structural arguments (objective, optimizer factory, chunk
+length, ...), so that runs differing only in numbers reuse one compilation.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from cdat_core import _tree
+from cdat_core.sharpness import hessian_sharpness
+
+PyTree = Any
+OptimizerFactory = Callable[[Mapping[str, Any]], optax.GradientTransformation]
+
+
+class Fixed:
+    """A factory that ignores its numbers and returns one transformation (hashable)."""
+
+    def __init__(self, optimizer: optax.GradientTransformation) -> None:
+        self.optimizer = optimizer
+
+    def __call__(self, hyperparams: Mapping[str, jax.Array]) -> optax.GradientTransformation:
+        return self.optimizer
+
+    def __hash__(self) -> int:
+        return hash(self.optimizer)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Fixed) and other.optimizer is self.optimizer
+
+
+def _learning_rate(opt_state: Any, dtype: Any) -> jax.Array:
+    found = optax.tree.get_all_with_path(opt_state, "learning_rate")
+    if len(found) != 1:
+        return jnp.full((), jnp.nan, dtype)
+    return jnp.asarray(found[0][1]).astype(dtype)
+
+
+def _internals(opt_state: Any) -> dict[str, jax.Array]:
+    """Named scalar fields of the state (NamedTuple attributes), ``learning_rate`` excluded."""
+    out: dict[str, jax.Array] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]:
+        if jnp.ndim(leaf) != 0 or not path or not hasattr(path[-1], "name"):
+            continue
+        name = path[-1].name
+        if name == "learning_rate":
+            continue
+        out[jax.tree_util.keystr(path) if name in out else name] = leaf
+    return out
+
+
+def stack(tree: PyTree, lanes: int) -> PyTree:
+    return jax.tree.map(lambda x: jnp.broadcast_to(x[None], (lanes, *jnp.shape(x))), tree)
+
+
+@functools.lru_cache(maxsize=64)
+def compiled(
+    loss: Callable[..., Any],
+    make_optimizer: OptimizerFactory,
+    length: int,
+    batch_size: int | None,
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """(init, chunk), jitted and vmapped over lanes, for one optimizer structure."""
+
+    def init(params: PyTree, hyperparams: Mapping[str, jax.Array]) -> Any:
+        return make_optimizer(hyperparams).init(params)
+
+    def chunk(carry: Any, hyperparams: Mapping[str, jax.Array], data: Any, key: jax.Array):
+        optimizer = make_optimizer(hyperparams)
+        dtype = _tree.accumulation_dtype(*(x.dtype for x in jax.tree.leaves(carry[0])))
+        num_examples = jax.tree.leaves(data)[0].shape[0] if data else 0
+
+        def step(carry: Any, _: None) -> tuple[Any, Any]:
+            params, opt_state, t = carry
+            if batch_size is None:
+                batch = data
+            else:
+                k = jax.random.fold_in(key, t)
+                idx = jax.random.choice(k, num_examples, (batch_size,), replace=False)
+                batch = jax.tree.map(lambda x: x[idx], data)
+
+            def fun(w: PyTree) -> jax.Array:
+                return loss(w, *batch)
+
+            value, grad = jax.value_and_grad(fun)(params)
+            updates, opt_state = optimizer.update(
+                grad, opt_state, params, value_fn=fun, value=value, grad=grad
+            )
+            params = optax.apply_updates(params, updates)
+            record = (
+                jnp.asarray(value).astype(dtype),
+                _learning_rate(opt_state, dtype),
+                _tree.norm(grad).astype(dtype),
+                _internals(opt_state),
+            )
+            return (params, opt_state, t + 1), record
+
+        return jax.lax.scan(step, carry, None, length=length)
+
+    return jax.jit(jax.vmap(init)), jax.jit(jax.vmap(chunk, in_axes=(0, 0, None, None)))
+
+
+@functools.lru_cache(maxsize=16)
+def precondition_fn(preconditioner: Callable[[Any], PyTree]) -> Callable[..., Any]:
+    return jax.jit(jax.vmap(preconditioner))
+
+
+@functools.lru_cache(maxsize=32)
+def measure_fn(
+    loss: Callable[..., Any], preconditioned: bool, sharpness_iters: int
+) -> Callable[..., Any]:
+    """Full-data loss and warm-started sharpness, jitted and vmapped over lanes."""
+
+    def measure(params: PyTree, scaling: PyTree, v0: PyTree, data: Any) -> Any:
+        def fun(w: PyTree) -> jax.Array:
+            return loss(w, *data)
+
+        result = hessian_sharpness(
+            fun,
+            params,
+            v0=v0,
+            num_iters=sharpness_iters,
+            preconditioner=scaling if preconditioned else None,
+        )
+        finite = _tree.all_finite(params)
+        sharpness = jnp.where(finite, result.eigenvalues[0], jnp.nan)
+        return fun(params), sharpness, result.converged, result.eigenvectors
+
+    return jax.jit(jax.vmap(measure, in_axes=(0, 0 if preconditioned else None, 0, None)))
+
+
+@functools.lru_cache(maxsize=16)
+def initial_sharpness_fn(loss: Callable[..., Any], sharpness_iters: int) -> Callable[..., Any]:
+    def initial(params: PyTree, data: Any, key: jax.Array) -> Any:
+        result = hessian_sharpness(
+            lambda w: loss(w, *data), params, key=key, num_iters=sharpness_iters
+        )
+        return result.eigenvalues[0], result.eigenvectors
+
+    return jax.jit(initial)

@@ -1,0 +1,188 @@
+"""The ``cdat-core`` command line (also ``python -m cdat_core``).
+
+Subcommands:
+
+- ``verify [--quick] [--out DIR] [--seed N] [--no-progress]``: the main job. Runs the
+  paper's experiments on the bundled digits data, writes ``DIR/report.json`` and
+  ``DIR/plots/*.png``, and prints the claims table (each claim, the paper's statement, the
+  test, what was measured, PASS/FAIL/N/A). Exit status 0 whatever the claims say (a claim
+  that does not reproduce is a finding, not an error); 2 on usage errors.
+- ``train --tuner NAME [--sigma S] [--base gd|momentum|adam] [--steps N] [--out DIR] ...``:
+  one run with its five-panel plot and JSON.
+- ``list``: tuners, base optimizers and budgets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cdat-core",
+        description="Curvature-aware learning-rate tuners: reproduce the paper's findings.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("verify", help="run the experiments and print the claims table")
+    v.add_argument("--quick", action="store_true", help="small budget (< 1 min on 2 CPU cores)")
+    v.add_argument("--out", default="cdat-core-report", help="output folder")
+    v.add_argument("--seed", type=int, default=0, help="seed of weights and PRNG keys")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    t = sub.add_parser("train", help="one run of one tuner, with its plot")
+    t.add_argument("--tuner", required=True, help="see `cdat-core list`")
+    t.add_argument("--base", default="gd", choices=("gd", "momentum", "adam"))
+    t.add_argument("--sigma", type=float, help="σ of cdat / greedy / sharpness")
+    t.add_argument("--ema", type=float, help="CDAT EMA β (ema_decay)")
+    t.add_argument(
+        "--learning-rate",
+        type=float,
+        help="η of constant, peak of warmup_cosine (default: 1/λ_0, the initial sharpness)",
+    )
+    t.add_argument("--steps", type=int, default=1000)
+    t.add_argument("--record-every", type=int, default=50)
+    t.add_argument("--model", default="mlp", choices=("mlp", "cnn"))
+    t.add_argument("--hidden", default="128,128", help="MLP widths, or CNN channels")
+    t.add_argument("--examples", type=int, default=512, help="first N digits examples")
+    t.add_argument("--batch-size", type=int, help="mini-batch size (default: full batch)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default="cdat-core-report/train")
+    t.add_argument("--no-progress", action="store_true")
+
+    sub.add_parser("list", help="list tuners, base optimizers and budgets")
+    return parser
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from cdat_core.lab import claims, verify
+
+    budget = "quick" if args.quick else "full"
+    report = verify.run_verify(
+        budget, args.out, seed=args.seed, progress=False if args.no_progress else None
+    )
+    rebuilt = [claims.Claim(**{k: c[k] for k in claims.Claim._fields}) for c in report["claims"]]
+    print(claims.format_table(rebuilt))
+    print(
+        f"\nbudget {budget}: {report['seconds']['total']:.1f} s; report "
+        f"{Path(args.out) / 'report.json'}; {len(report['plots'])} plots in "
+        f"{Path(args.out) / 'plots'}"
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import jax
+    from tqdm.auto import tqdm
+
+    from cdat_core.lab import plots, problems, report, train, tuners
+
+    if args.tuner not in tuners.TUNERS:
+        print(
+            f"unknown tuner {args.tuner!r}; choose one of {', '.join(tuners.TUNERS)}",
+            file=sys.stderr,
+        )
+        return 2
+    size = tuple(int(s) for s in args.hidden.split(",") if s)
+    problem: Any
+    if args.model == "mlp":
+        problem = problems.digits_mlp(size, seed=args.seed)
+    else:
+        problem = problems.digits_cnn(size, seed=args.seed)
+    problem = problems.subset(problem, args.examples)
+    data = (problem.inputs, problem.targets)
+    key = jax.random.key(args.seed)
+    lam0 = train.initial_sharpness(problem.loss, problem.params, data, key=key)
+    hp = dict(tuners.DEFAULTS[args.tuner])
+    if args.sigma is not None and "sigma" in hp:
+        hp["sigma"] = args.sigma
+    if args.ema is not None and "ema_decay" in hp:
+        hp["ema_decay"] = args.ema
+    for name in ("learning_rate", "peak_learning_rate"):
+        if name in hp:
+            hp[name] = args.learning_rate if args.learning_rate is not None else 1.0 / lam0
+    if "initial_learning_rate" in hp:
+        hp["initial_learning_rate"] = 1.0 / lam0
+    static = {"num_steps": args.steps} if args.tuner == "warmup_cosine" else {}
+    bar = tqdm(
+        total=args.steps,
+        unit="step",
+        file=sys.stderr,
+        disable=args.no_progress or not sys.stderr.isatty(),
+    )
+    (result,) = train.sweep(
+        problem.loss,
+        problem.params,
+        tuners.factory(args.tuner, args.base, **static),
+        [hp],
+        num_steps=args.steps,
+        data=data,
+        record_every=args.record_every,
+        key=key,
+        batch_size=args.batch_size,
+        preconditioner=tuners.preconditioner(args.base),
+        progress=bar.update,
+    )
+    bar.close()
+    name = report.label(args.tuner, hp)
+    summary = report.sanitize(report.run_summary(result, tuner=args.tuner, hyperparams=hp))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{args.base}_{args.tuner}"
+    with open(out / f"{stem}.json", "w", encoding="utf-8") as f:
+        json.dump({"label": name, "base": args.base, **summary}, f, ensure_ascii=False)
+    png = plots.plot_runs(
+        {f"{args.base} {name}": summary},
+        out / f"{stem}.png",
+        title=f"{args.model} {args.hidden}, {args.examples} examples",
+        edge=plots.EDGES[args.base],
+    )
+    h = result.history
+    print(
+        f"{args.base} {name}: initial sharpness {lam0:.4g}; final loss (mean of last 5) "
+        f"{train.last_iterates_loss(h):.4g}; last η {h.learning_rate[-1]:.4g}; last λ_max "
+        f"{h.sharpness[-1]:.4g}; last ηλ_max {h.eos[-1]:.4g}"
+    )
+    print(f"wrote {out / (stem + '.json')} and {png}")
+    return 0
+
+
+def _list() -> int:
+    from cdat_core.lab import tuners, verify
+
+    print("tuners:", ", ".join(tuners.TUNERS))
+    for name, numbers in tuners.DEFAULTS.items():
+        print(f"  {name}: " + ", ".join(f"{k}={v:g}" for k, v in numbers.items()))
+    print("base optimizers:", ", ".join(tuners.BASES))
+    print("verify budgets:", ", ".join(verify.PLANS), "(--quick selects quick)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``cdat-core``: parse ``argv`` and run the subcommand.
+
+    Args:
+      argv: the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+      The exit status.
+
+    Example:
+      >>> from cdat_core.lab import cli
+      >>> cli.main(["list"])  # doctest: +ELLIPSIS
+      tuners: constant, warmup_cosine, linesearch, greedy, cdat, ...
+      0
+    """
+    args = _parser().parse_args(argv)
+    if args.command == "verify":
+        return _verify(args)
+    if args.command == "train":
+        return _train(args)
+    return _list()

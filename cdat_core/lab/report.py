@@ -1,0 +1,132 @@
+r"""The verify job's report as plain data: run labels, run summaries, JSON-safe values.
+
+:func:`run_summary` turns a :class:`cdat_core.lab.train.TrainResult` into the dict that the
+JSON report stores, :func:`cdat_core.lab.claims.evaluate_claims` reads and
+:func:`cdat_core.lab.plots.plot_runs` draws.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from cdat_core.lab import train
+
+__all__ = ["label", "run_summary", "sanitize"]
+
+
+def label(tuner: str, hp: Mapping[str, float]) -> str:
+    """The run's name in the report, e.g. ``"cdat σ=2"`` or ``"constant η=0.0462"``.
+
+    Args:
+      tuner: the tuner's name.
+      hp: its numbers.
+
+    Returns:
+      The label.
+
+    Example:
+      >>> from cdat_core.lab import report
+      >>> report.label("cdat", {"sigma": 2.0, "ema_decay": 0.9}), report.label("polyak", {
+      ...     "max_learning_rate": 100.0})
+      ('cdat σ=2', 'polyak η_max=100')
+    """
+    if tuner in ("cdat", "greedy", "sharpness"):
+        return f"{'cdat' if tuner == 'greedy' else tuner} σ={hp['sigma']:g}"
+    keys = {
+        "constant": ("η", "learning_rate", ".3g"),
+        "warmup_cosine": ("peak", "peak_learning_rate", ".3g"),
+        "linesearch": ("c", "c", "g"),
+        "polyak": ("η_max", "max_learning_rate", "g"),
+        "hypergradient": ("β", "beta", "g"),
+    }
+    name, key, fmt = keys[tuner]
+    return f"{tuner} {name}={format(hp[key], fmt)}"
+
+
+def run_summary(
+    result: train.TrainResult,
+    *,
+    tuner: str,
+    hyperparams: Mapping[str, float],
+    max_points: int = 500,
+) -> dict[str, Any]:
+    """A run as plain data for the report: per-step series thinned to ``max_points``.
+
+    Args:
+      result: the run.
+      tuner: the tuner's name.
+      hyperparams: its numbers.
+      max_points: at most this many per-step points are kept (every k-th step).
+
+    Returns:
+      A dict with ``tuner``, ``hyperparams``, ``num_steps``, ``final_loss`` (C.3 score, on
+      every step), ``initial_sharpness``, ``preconditioned``, ``seconds``, the per-step
+      ``step``, ``loss``, ``learning_rate``, ``grad_norm``, ``internals`` and the per-record
+      ``record_step``, ``record_loss``, ``sharpness``, ``eos``, ``sharpness_converged``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> from cdat_core.lab import report, train, tuners
+      >>> res = train.train(lambda w: jnp.sum(w**2), jnp.ones(2), tuners.make("cdat"),
+      ...                   num_steps=4, record_every=2, key=jax.random.key(0))
+      >>> s = report.run_summary(res, tuner="cdat", hyperparams={"sigma": 2.0})
+      >>> s["num_steps"], s["record_step"]
+      (4, [2, 4])
+    """
+    h = result.history
+    num_steps = int(h.loss.shape[0])
+    stride = max(1, -(-num_steps // max_points))
+    idx = np.arange(0, num_steps, stride)
+
+    def series(x: np.ndarray) -> list[float]:
+        return np.asarray(x, np.float64).tolist()
+
+    return {
+        "tuner": tuner,
+        "hyperparams": {k: float(v) for k, v in hyperparams.items()},
+        "num_steps": num_steps,
+        "final_loss": train.last_iterates_loss(h),
+        "initial_sharpness": float(h.initial_sharpness),
+        "preconditioned": bool(h.preconditioned),
+        "seconds": float(h.seconds),
+        "step": idx.tolist(),
+        "loss": series(h.loss[idx]),
+        "learning_rate": series(h.learning_rate[idx]),
+        "grad_norm": series(h.grad_norm[idx]),
+        "internals": {k: series(v[idx]) for k, v in h.internals.items()},
+        "record_step": h.record_step.tolist(),
+        "record_loss": series(h.record_loss),
+        "sharpness": series(h.sharpness),
+        "eos": series(h.eos),
+        "sharpness_converged": np.asarray(h.sharpness_converged, bool).tolist(),
+    }
+
+
+def sanitize(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become ``None``, tuples lists, NumPy scalars Python.
+
+    Args:
+      value: nested dicts, lists, numbers and strings.
+
+    Returns:
+      The sanitized copy.
+
+    Example:
+      >>> import math
+      >>> from cdat_core.lab import report
+      >>> report.sanitize({"a": [1.0, math.inf], "b": (2, math.nan)})
+      {'a': [1.0, None], 'b': [2, None]}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): sanitize(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [sanitize(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

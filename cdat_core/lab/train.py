@@ -1,0 +1,403 @@
+r"""The lab's training loop: one compiled ``lax.scan`` per chunk, sharpness between chunks.
+
+:func:`train` runs any optax transformation on an objective ``loss(params, *data)`` and
+records, at every step :math:`t`, the loss :math:`f(w_t)`, the learning rate :math:`\eta_t`
+(the ``learning_rate`` field of the optimizer state, as every cdat_core tuner and
+:func:`cdat_core.lab.tuners.scale_by_scheduled_learning_rate` keep it), the gradient norm
+:math:`\|\nabla f(w_t)\|` and the tuner's internals (every named scalar field of the optimizer
+state: CDAT's numerator and denominator, the linesearch's number of trials, ...). Every
+``record_every`` steps it measures the sharpness :math:`\lambda_{\max}(\nabla^2 f(w_t))` on
+the full data with :func:`cdat_core.hessian_sharpness` (Lanczos), warm-started from the previous
+eigenvector so that tracking it costs a few Hessian-vector products per record; when the
+optimizer state holds a second moment ``nu`` (Adam, RMSProp) the Hessian is preconditioned
+(:func:`cdat_core.preconditioner_from_optax_state`, appendix B.1 of Roulet et al., 2024).
+
+:func:`sweep` runs several copies of one optimizer that differ only in numbers (learning
+rates, :math:`\sigma`, ...) side by side with ``vmap``: one compilation serves the whole grid,
+which is what makes the appendix C.3 grid searches affordable on a CPU. Compiled chunks are
+cached on (objective, optimizer factory, structure), so a second run with new numbers never
+recompiles.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cdat_core import _tree
+from cdat_core.lab import _train_kernels as _kernels
+from cdat_core.sharpness import preconditioner_from_optax_state
+
+__all__ = [
+    "History",
+    "TrainResult",
+    "adam_preconditioner",
+    "last_iterates_loss",
+    "sweep",
+    "train",
+]
+
+PyTree = Any
+OptimizerFactory = _kernels.OptimizerFactory
+
+
+class History(NamedTuple):
+    r"""What :func:`train` recorded, as NumPy arrays (host memory).
+
+    Per step :math:`t = 0, \dots, T-1` (shape ``(T,)``):
+
+    Attributes:
+      loss: :math:`f(w_t)` on the data the step used (the mini-batch when batching).
+      learning_rate: :math:`\eta_t`, the step taken from :math:`w_t` (NaN when the optimizer
+        state has no ``learning_rate`` field).
+      grad_norm: :math:`\|\nabla f(w_t)\|` (of the same batch).
+      internals: name -> per-step values of the optimizer state's named scalar fields after
+        step :math:`t` (e.g. ``numerator``, ``curvature``, ``num_steps``, ``accepted``).
+      record_step: shape ``(R,)``: the steps :math:`t` (multiples of ``record_every``, up to
+        :math:`T`) at whose parameters :math:`w_t` the diagnostics below were measured.
+      record_loss: :math:`f(w_t)` on the full data at the record steps.
+      sharpness: :math:`\lambda_{\max}` at the record steps, of the Hessian, or of the
+        preconditioned Hessian when ``preconditioned``; NaN once the params are not finite.
+      sharpness_converged: whether Lanczos met its tolerance there.
+      record_learning_rate: the median of :math:`\eta` over the chunk of steps that ends at
+        the record (robust to a linesearch's step-to-step jumps); it multiplies
+        ``sharpness`` in :attr:`eos`.
+      preconditioned: whether the sharpness is that of the preconditioned Hessian.
+      initial_sharpness: :math:`\lambda_{\max}(\nabla^2 f(w_0))`, never preconditioned.
+      seconds: wall time of the run (shared by the runs of one :func:`sweep`).
+    """
+
+    loss: np.ndarray
+    learning_rate: np.ndarray
+    grad_norm: np.ndarray
+    internals: dict[str, np.ndarray]
+    record_step: np.ndarray
+    record_loss: np.ndarray
+    sharpness: np.ndarray
+    sharpness_converged: np.ndarray
+    record_learning_rate: np.ndarray
+    preconditioned: bool
+    initial_sharpness: float
+    seconds: float
+
+    @property
+    def eos(self) -> np.ndarray:
+        r""":math:`\eta\lambda_{\max}` at the record steps (2 is the edge of stability)."""
+        return self.record_learning_rate * self.sharpness
+
+
+class TrainResult(NamedTuple):
+    """The output of :func:`train`: the history first, the final iterate beside it.
+
+    Attributes:
+      history: the :class:`History`.
+      params: :math:`w_T`.
+      opt_state: the optimizer state after the last step.
+    """
+
+    history: History
+    params: PyTree
+    opt_state: Any
+
+
+def last_iterates_loss(history: History, last: int = 5) -> float:
+    """Mean loss of the last ``last`` iterates, the selection rule of appendix C.3.
+
+    A run whose last losses are not finite scores ``inf``, so it is never selected.
+
+    Args:
+      history: a :class:`History`.
+      last: number of final iterates averaged (5 in the paper).
+
+    Returns:
+      The mean as a Python float.
+
+    Example:
+      >>> import numpy as np
+      >>> from cdat_core.lab import train
+      >>> h = train.History(np.arange(10.0), *([np.zeros(10)] * 2), {}, *([np.zeros(0)] * 5),
+      ...                   False, 0.0, 0.0)
+      >>> train.last_iterates_loss(h)
+      7.0
+    """
+    tail = np.asarray(history.loss[-last:], np.float64)
+    value = float(np.mean(tail)) if tail.size else float("nan")
+    return value if np.isfinite(value) else float("inf")
+
+
+def adam_preconditioner(*, b2: float = 0.999, eps: float = 1e-8) -> Callable[[Any], PyTree]:
+    r"""Preconditioner :math:`P = \sqrt{\hat\nu} + \varepsilon` of an optax Adam state.
+
+    Returns ``opt_state -> P`` (:func:`cdat_core.preconditioner_from_optax_state` with Adam's
+    bias correction), or ``None`` for a state without a second moment ``nu``.
+
+    Args:
+      b2: Adam's :math:`\beta_2` (optax's default 0.999).
+      eps: Adam's :math:`\varepsilon` (optax's default 1e-8).
+
+    Returns:
+      A function of the optimizer state.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> from cdat_core.lab import train
+      >>> precondition = train.adam_preconditioner()
+      >>> P = precondition(optax.adam(1.0).init(jnp.zeros(2)))  # ν = 0: P = ε
+      >>> bool(jnp.allclose(P, 1e-8))
+      True
+      >>> precondition(optax.sgd(1.0).init(jnp.zeros(2))) is None
+      True
+    """
+    return _adam_preconditioner_cached(float(b2), float(eps))
+
+
+@functools.lru_cache(maxsize=8)
+def _adam_preconditioner_cached(b2: float, eps: float) -> Callable[[Any], PyTree]:
+    # Cached, so the same numbers give the same function and compiled chunks are reused.
+    return functools.partial(_adam_preconditioner, b2=b2, eps=eps)
+
+
+def _adam_preconditioner(opt_state: Any, *, b2: float, eps: float) -> PyTree | None:
+    if not optax.tree.get_all_with_path(opt_state, "nu"):
+        return None
+    return preconditioner_from_optax_state(opt_state, eps=eps, b2=b2)
+
+
+def initial_sharpness(
+    loss: Callable[..., Any],
+    params: PyTree,
+    data: Sequence[Any] = (),
+    *,
+    key: jax.Array,
+    num_iters: int = 30,
+) -> float:
+    r""":math:`\lambda_{\max}(\nabla^2 f(w_0))` by Lanczos, compiled once per objective.
+
+    Args:
+      loss: ``loss(params, *data)``.
+      params: :math:`w_0`.
+      data: the arrays passed to ``loss``.
+      key: PRNG key of the start vector.
+      num_iters: Hessian-vector products at most.
+
+    Returns:
+      The sharpness as a Python float.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from cdat_core.lab import train
+      >>> loss = lambda w, a: 0.5 * jnp.sum(a * w**2)
+      >>> round(train.initial_sharpness(loss, jnp.ones(3), (jnp.array([1.0, 5.0, 2.0]),),
+      ...                               key=jax.random.key(0)), 4)
+      5.0
+    """
+    value, _ = _kernels.initial_sharpness_fn(loss, num_iters)(params, tuple(data), key)
+    return float(value)
+
+
+def sweep(
+    loss: Callable[..., Any],
+    params: PyTree,
+    make_optimizer: OptimizerFactory,
+    hyperparams: Sequence[Mapping[str, float]],
+    *,
+    num_steps: int,
+    data: Sequence[Any] = (),
+    record_every: int = 100,
+    sharpness_iters: int = 20,
+    key: jax.Array,
+    batch_size: int | None = None,
+    preconditioner: Callable[[Any], PyTree] | None = None,
+    progress: Callable[[int], None] | None = None,
+    vectorize: bool = True,
+) -> list[TrainResult]:
+    r"""Train one copy of ``make_optimizer(h)`` per ``h`` in ``hyperparams``, side by side.
+
+    All copies start from ``params`` and see the same data (and, when batching, the same
+    mini-batches); they are run with ``vmap`` so one compilation serves them all. Each chunk
+    of ``record_every`` steps is one ``lax.scan``; between chunks the sharpness of every copy
+    is measured (see the module notes). Each step calls
+    ``optimizer.update(grad, state, params, value_fn=f, value=f(w), grad=∇f(w))``, so tuners
+    reuse the value and gradient the loop already has.
+
+    Args:
+      loss: the objective ``loss(params, *data) -> scalar``. Keep the same function object
+        across calls to reuse compilations.
+      params: :math:`w_0`.
+      make_optimizer: ``hyperparams -> optax transformation``, called inside ``jit`` with a
+        dict of traced scalars (the params' dtype); keep the same object across calls.
+      hyperparams: one dict of numbers per copy, all with the same keys.
+      num_steps: number of steps :math:`T` (rounded up to a multiple of ``record_every``).
+      data: arrays passed to ``loss`` after ``params``; mini-batches index their leading axis.
+      record_every: chunk length, and the sharpness period.
+      sharpness_iters: Lanczos iterations (Hessian-vector products) per record at most.
+      key: PRNG key (start vector of the first sharpness estimate, mini-batches).
+      batch_size: ``None`` for full batch, else the size of the mini-batch drawn (without
+        replacement) at every step.
+      preconditioner: ``opt_state -> P`` (a pytree like params) or ``None``; e.g.
+        :func:`adam_preconditioner`. The sharpness is then that of :math:`P^{-1/2}HP^{-1/2}`.
+      progress: called with the number of steps done (all copies) after each chunk.
+      vectorize: run the copies side by side with ``vmap`` (default), or one after the
+        other through the same compiled program (faster for models whose ``vmap`` XLA
+        lowers poorly on CPU).
+
+    Returns:
+      One :class:`TrainResult` per entry of ``hyperparams``, in order.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> from cdat_core.lab import train
+      >>> loss = lambda w, a: 0.5 * jnp.sum(a * w**2)
+      >>> make = lambda h: optax.chain(optax.sgd(1.0), optax.scale(h["lr"]))
+      >>> runs = train.sweep(loss, jnp.ones(2), make, [{"lr": 0.1}, {"lr": 0.3}],
+      ...                    data=(jnp.array([1.0, 2.0]),), num_steps=20, record_every=10,
+      ...                    key=jax.random.key(0))
+      >>> [bool(r.history.loss[-1] < r.history.loss[0]) for r in runs]
+      [True, True]
+      >>> runs[0].history.sharpness.round(3).tolist()
+      [2.0, 2.0]
+    """
+    if not hyperparams:
+        raise ValueError("sweep needs at least one set of hyperparameters.")
+    if num_steps < 1 or record_every < 1:
+        raise ValueError(
+            f"num_steps and record_every must be >= 1, got {num_steps}, {record_every}"
+        )
+    lanes = len(hyperparams)
+    names = sorted(hyperparams[0])
+    if any(sorted(h) != names for h in hyperparams):
+        raise ValueError("every entry of hyperparams must have the same keys.")
+    data = tuple(data)
+    dtype = _tree.accumulation_dtype(*(jnp.result_type(x) for x in jax.tree.leaves(params)))
+    hp = {n: jnp.asarray([float(h[n]) for h in hyperparams], dtype) for n in names}
+    init, chunk = _kernels.compiled(loss, make_optimizer, record_every, batch_size)
+    sharpness_key, batch_key = jax.random.split(key)
+    start = time.perf_counter()
+    lam0, v0 = _kernels.initial_sharpness_fn(loss, max(sharpness_iters, 30))(
+        params, data, sharpness_key
+    )
+    lam0 = float(lam0)
+    num_chunks = -(-num_steps // record_every)
+    record_step = record_every * np.arange(1, num_chunks + 1)
+
+    def run_group(idx: list[int]) -> list[TrainResult]:
+        hp_group = {n: v[np.asarray(idx)] for n, v in hp.items()}
+        stacked = _kernels.stack(params, len(idx))
+        carry = (stacked, init(stacked, hp_group), jnp.zeros((len(idx),), jnp.int32))
+        preconditioned = preconditioner is not None and bool(
+            optax.tree.get_all_with_path(carry[1], "nu")
+        )
+        measure = _kernels.measure_fn(loss, preconditioned, sharpness_iters)
+        eigvec = _kernels.stack(v0, len(idx))
+        per_step: list[Any] = []
+        per_record: list[Any] = []
+        for _ in range(num_chunks):
+            carry, records = chunk(carry, hp_group, data, batch_key)
+            scaling = None
+            if preconditioned and preconditioner is not None:
+                scaling = _kernels.precondition_fn(preconditioner)(carry[1])
+            value, sharp, converged, eigvec = measure(carry[0], scaling, eigvec, data)
+            per_step.append(jax.device_get(records))
+            per_record.append(jax.device_get((value, sharp, converged)))
+            if progress is not None:
+                progress(record_every * len(idx))
+        seconds = time.perf_counter() - start
+        steps = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *per_step)
+        loss_t, lr_t, gnorm_t, internals = steps
+        rec_loss, rec_sharp, rec_conv = (np.stack(x, axis=1) for x in zip(*per_record, strict=True))
+        chunk_lr = lr_t.reshape(len(idx), num_chunks, record_every)
+        out = []
+        for i in range(len(idx)):
+            with np.errstate(all="ignore"):
+                record_lr = np.median(chunk_lr[i], axis=-1)
+            history = History(
+                loss=loss_t[i],
+                learning_rate=lr_t[i],
+                grad_norm=gnorm_t[i],
+                internals={k: np.asarray(v[i]) for k, v in internals.items()},
+                record_step=record_step,
+                record_loss=rec_loss[i],
+                sharpness=rec_sharp[i],
+                sharpness_converged=rec_conv[i],
+                record_learning_rate=record_lr,
+                preconditioned=preconditioned,
+                initial_sharpness=lam0,
+                seconds=seconds,
+            )
+            params_i, state_i = jax.tree.map(lambda x, i=i: x[i], (carry[0], carry[1]))
+            out.append(TrainResult(history, params_i, state_i))
+        return out
+
+    groups = [list(range(lanes))] if vectorize else [[i] for i in range(lanes)]
+    return [result for group in groups for result in run_group(group)]
+
+
+def train(
+    loss: Callable[..., Any],
+    params: PyTree,
+    optimizer: optax.GradientTransformation,
+    *,
+    num_steps: int,
+    data: Sequence[Any] = (),
+    record_every: int = 100,
+    sharpness_iters: int = 20,
+    key: jax.Array,
+    batch_size: int | None = None,
+    preconditioner: Callable[[Any], PyTree] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TrainResult:
+    r"""Train with one optax transformation and record diagnostics (see :func:`sweep`).
+
+    Args:
+      loss: the objective ``loss(params, *data) -> scalar``.
+      params: :math:`w_0`.
+      optimizer: any optax transformation; its ``update`` gets ``value_fn``, ``value`` and
+        ``grad`` as extra arguments (plain optax optimizers ignore them).
+      num_steps: number of steps (rounded up to a multiple of ``record_every``).
+      data: arrays passed to ``loss`` after ``params``.
+      record_every: chunk length and sharpness period.
+      sharpness_iters: Lanczos iterations per record at most.
+      key: PRNG key.
+      batch_size: mini-batch size, or ``None`` for full batch.
+      preconditioner: ``opt_state -> P`` for the preconditioned sharpness, or ``None``.
+      progress: called with the number of steps done after each chunk.
+
+    Returns:
+      A :class:`TrainResult`.
+
+    Example:
+      Gradient descent at :math:`\eta = 0.4` on :math:`\frac12(w_1^2 + 4 w_2^2)` sits at
+      :math:`\eta\lambda_{\max} = 1.6`:
+
+      >>> import jax, jax.numpy as jnp, optax
+      >>> import cdat_core as cc
+      >>> from cdat_core.lab import train, tuners
+      >>> loss = lambda w: 0.5 * (w[0] ** 2 + 4.0 * w[1] ** 2)
+      >>> opt = optax.chain(optax.sgd(1.0), tuners.scale_by_scheduled_learning_rate(0.4))
+      >>> res = train.train(loss, jnp.ones(2), opt, num_steps=10, record_every=5,
+      ...                   key=jax.random.key(0))
+      >>> [round(float(x), 3) for x in res.history.eos], res.history.learning_rate.shape
+      ([1.6, 1.6], (10,))
+    """
+    (result,) = sweep(
+        loss,
+        params,
+        _kernels.Fixed(optimizer),
+        [{}],
+        num_steps=num_steps,
+        data=data,
+        record_every=record_every,
+        sharpness_iters=sharpness_iters,
+        key=key,
+        batch_size=batch_size,
+        preconditioner=preconditioner,
+        progress=progress,
+    )
+    return result

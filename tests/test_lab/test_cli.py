@@ -1,0 +1,122 @@
+"""The cdat-core command line: `verify --quick` end to end, `train`, `list`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cdat_core.lab import claims, cli
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quick")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cdat_core",
+            "verify",
+            "--quick",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout, json.loads((out / "report.json").read_text())
+
+
+def test_quick_report_structure(quick_report):
+    _, _, report = quick_report
+    assert report["budget"] == "quick"
+    assert {"environment", "plan", "results", "claims", "summary", "plots", "seconds"} <= set(
+        report
+    )
+    assert report["environment"]["backend"] == "cpu"
+    fields = set(claims.Claim._fields) | {"status"}
+    assert report["claims"]
+    for c in report["claims"]:
+        assert set(c) == fields
+        assert c["status"] in ("PASS", "FAIL", "N/A")
+        assert (c["status"] == "N/A") == (c["passed"] is None)
+        assert c["statement"] and c["criterion"] and c["measured"] and c["source"]
+    counts = {s: sum(c["status"] == s for c in report["claims"]) for s in ("PASS", "FAIL", "N/A")}
+    assert counts == report["summary"]
+    # every claim type is evaluated even at the quick budget
+    evaluated = {c["group"] for c in report["claims"] if c["status"] != "N/A"}
+    assert {"identity", "finding 1", "finding 2", "finding 3", "model", "cost"} <= evaluated
+    # the runs behind the claims are in the report, with their per-step series
+    gd = report["results"]["experiments"]["gd"]
+    assert {"constant", "linesearch", "greedy", "cdat"} <= set(gd["selected"])
+    run = gd["runs"][gd["selected"]["cdat"]]
+    assert len(run["step"]) == len(run["loss"]) == len(run["learning_rate"])
+    assert len(run["record_step"]) == len(run["sharpness"]) == len(run["eos"])
+    assert report["seconds"]["total"] > 0
+
+
+def test_quick_writes_png_plots(quick_report):
+    out, _, report = quick_report
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert pngs
+    assert {p.name for p in pngs} >= {
+        "gd_fig3_classical.png",
+        "gd_fig6_cdat.png",
+        "models_fig4.png",
+    }
+    assert sorted(str(p) for p in pngs) == sorted(report["plots"])
+    for p in pngs:
+        assert p.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_quick_prints_the_claims_table(quick_report):
+    _, stdout, report = quick_report
+    for c in report["claims"]:
+        assert f"{c['status']:<5} {c['id']}" in stdout
+    s = report["summary"]
+    assert f"{s['PASS']} PASS, {s['FAIL']} FAIL, {s['N/A']} N/A" in stdout
+
+
+def test_list_names_tuners_and_bases(capsys):
+    assert cli.main(["list"]) == 0
+    text = capsys.readouterr().out
+    for name in ("constant", "linesearch", "cdat", "polyak", "hypergradient", "sharpness", "adam"):
+        assert name in text
+
+
+def test_train_writes_its_run_and_plot(tmp_path, capsys):
+    code = cli.main(
+        [
+            "train", "--tuner", "cdat", "--sigma", "2.0", "--steps", "20",
+            "--record-every", "10", "--hidden", "8", "--examples", "64",
+            "--out", str(tmp_path), "--no-progress",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    run = json.loads((tmp_path / "gd_cdat.json").read_text())
+    assert run["label"] == "cdat σ=2"
+    assert run["hyperparams"]["sigma"] == 2.0
+    assert run["num_steps"] == 20 and run["record_step"] == [10, 20]
+    assert (tmp_path / "gd_cdat.png").read_bytes()[:8] == PNG_MAGIC
+    assert "final loss" in capsys.readouterr().out
+
+
+def test_train_rejects_unknown_names(tmp_path, capsys):
+    assert cli.main(["train", "--tuner", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown tuner" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--tuner", "cdat", "--base", "sgd9"])
+    assert info.value.code == 2
