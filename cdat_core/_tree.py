@@ -151,6 +151,25 @@ def normal_like(key: jax.Array, tree: PyTree) -> PyTree:
 # --------------------------------------------------------------------------------------------
 
 
+def check_structural_int(value: Any, name: str) -> int:
+    """Return ``value`` as a Python int >= 1, or raise: structural settings bound at trace time.
+
+    ``TypeError`` for a traced value, a bool or a non-integer; ``ValueError`` below 1.
+    """
+    if isinstance(value, jax.core.Tracer) or isinstance(value, bool):
+        raise TypeError(
+            f"{name} is structural: pass a Python int (it is bound at trace time), "
+            f"got {type(value).__name__}."
+        )
+    try:
+        out = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} is structural: pass a Python int, got {value!r}.") from None
+    if out < 1:
+        raise ValueError(f"{name} must be at least 1, got {out}.")
+    return out
+
+
 def check_float_tree(tree: PyTree, name: str) -> None:
     """Raise ``TypeError`` unless every leaf of ``tree`` is a real floating-point array."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):

@@ -48,7 +48,6 @@ They differ on purpose where optax's search fails:
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -116,21 +115,6 @@ def _check_concrete(name: str, x: Any, valid: Callable[[float], bool], requireme
     v = float(x)
     if not valid(v):
         raise ValueError(f"{name} must be {requirement}, got {v}.")
-
-
-def _check_max_steps(max_steps: Any) -> int:
-    if _is_tracer(max_steps) or isinstance(max_steps, bool):
-        raise TypeError(
-            "max_steps is structural: pass a Python int (it bounds the while_loop at trace "
-            f"time), got {type(max_steps).__name__}."
-        )
-    try:
-        steps = operator.index(max_steps)
-    except TypeError:
-        raise TypeError(f"max_steps must be a Python int, got {max_steps!r}.") from None
-    if steps < 1:
-        raise ValueError(f"max_steps must be at least 1, got {steps}.")
-    return steps
 
 
 def initial_learning_rate(
@@ -292,7 +276,7 @@ def backtracking_linesearch(
       >>> float(res.learning_rate), bool(res.accepted)  # ascent direction: no step
       (0.0, False)
     """
-    steps = _check_max_steps(max_steps)
+    steps = _tree.check_structural_int(max_steps, "max_steps")
     direction = _tree.match_dtypes(params, direction, "direction")
     _check_scalar("value", value)
     _check_scalar("slope", slope)

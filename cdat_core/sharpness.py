@@ -34,7 +34,6 @@ start vector, a zero or rank-deficient operator, an exact eigenvector as start, 
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -89,16 +88,6 @@ def _check_start(v0: PyTree, name: str = "v0") -> int:
     if n == 0:
         raise ValueError(f"{name} has no entries; give a pytree with at least one float.")
     return n
-
-
-def _positive_int(value: Any, name: str) -> int:
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a Python int (it is structural), got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return value
 
 
 def _scalar_dtype(tree: PyTree) -> np.dtype:
@@ -267,7 +256,7 @@ def power_iteration(
       (3.0, True)
     """
     _check_start(v0)
-    num_iters = _positive_int(num_iters, "num_iters")
+    num_iters = _tree.check_structural_int(num_iters, "num_iters")
     dtype = _scalar_dtype(v0)
     rtol = jnp.asarray(rtol, dtype)
     v0 = _tree.where(_tree.all_finite(v0), v0, _tree.zeros_like(v0))
@@ -422,8 +411,8 @@ def lanczos(
       [3.0, 1.0]
     """
     n = _check_start(v0)
-    num_iters = _positive_int(num_iters, "num_iters")
-    k = _positive_int(k, "k")
+    num_iters = _tree.check_structural_int(num_iters, "num_iters")
+    k = _tree.check_structural_int(k, "k")
     m = min(num_iters, n)
     if k > m:
         raise ValueError(
