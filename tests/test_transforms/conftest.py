@@ -5,6 +5,7 @@ import optax
 import pytest
 
 import cdat_core as cc
+from cdat_core import testing
 
 TUNERS = {
     "cdat_sgd": lambda: cc.cdat(optax.sgd(1.0), sigma=1.9),
@@ -41,3 +42,19 @@ def standard_dtype_promotion():
     """optax's Adam raises a float to an int32 count, which strict promotion refuses."""
     with jax.numpy_dtype_promotion("standard"):
         yield
+
+
+@pytest.fixture
+def sharp_mlp():
+    """``make(seed) -> (params, loss)``: a small MLP with inputs scaled up so searches backtrack."""
+
+    def make(seed=0):
+        m = testing.mlp((4, 8, 3), num_examples=16, seed=seed)
+        inputs = 3.0 * m.inputs  # sharper, so that searches backtrack
+
+        def loss(p):
+            return m.loss(p, inputs, m.targets)
+
+        return m.params, loss
+
+    return make

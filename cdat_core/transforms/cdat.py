@@ -1,0 +1,194 @@
+r"""CDAT: the curvature-dynamics-aware learning rate, eq (8) of Roulet et al. (2024).
+
+:class:`ScaleByCdatState` and :func:`scale_by_cdat` scale the incoming direction by
+:math:`\sigma \tilde n / \tilde d` from the slope and curvature along it; :func:`cdat`
+chains it after a base optimizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from cdat_core import _tree
+from cdat_core.curvature import directional_curvature
+from cdat_core.rules import cdat_learning_rate, ema
+from cdat_core.transforms._common import PyTree, _check_params, _objective, _scalar_dtype, _scaled
+
+__all__ = ["ScaleByCdatState", "cdat", "scale_by_cdat"]
+
+
+class ScaleByCdatState(NamedTuple):
+    r"""State of :func:`scale_by_cdat`.
+
+    Attributes:
+      learning_rate: the learning rate :math:`\eta_t` of the last update (0 before any).
+      numerator: :math:`\tilde n`, the EMA of :math:`n_t = \max(-\nabla f(w_t)^\top u_t, 0)`.
+      denominator: :math:`\tilde d`, the EMA of :math:`d_t = |u_t^\top \nabla^2 f(w_t) u_t| +
+        \varepsilon`.
+      value: :math:`f(w_t)` at the last update.
+      slope: :math:`\nabla f(w_t)^\top u_t` at the last update.
+      curvature: :math:`u_t^\top \nabla^2 f(w_t) u_t` at the last update.
+      finite: whether the last update's value, slope, curvature and direction were finite
+        (when not, the update was zero and the averages were left unchanged).
+      num_updates: number of updates made.
+    """
+
+    learning_rate: jax.Array
+    numerator: jax.Array
+    denominator: jax.Array
+    value: jax.Array
+    slope: jax.Array
+    curvature: jax.Array
+    finite: jax.Array
+    num_updates: jax.Array
+
+
+def scale_by_cdat(
+    sigma: float | jax.Array = 2.0,
+    *,
+    ema_decay: float | jax.Array = 0.0,
+    eps: float | jax.Array = 0.0,
+    max_learning_rate: float | jax.Array = float("inf"),
+) -> optax.GradientTransformationExtraArgs:
+    r"""Scale the direction by the CDAT learning rate, eq (8) of Roulet et al. (2024).
+
+    At step :math:`t`, with direction :math:`u_t` (the incoming updates) and objective
+    :math:`f` (``value_fn``) at :math:`w_t` (``params``):
+
+    .. math::
+
+        n_t = \max(-\nabla f(w_t)^\top u_t, 0), \qquad
+        d_t = |u_t^\top \nabla^2 f(w_t) u_t| + \varepsilon,
+
+        \tilde n_{t+1} = (1 - \beta) n_t + \beta \tilde n_t, \qquad
+        \tilde d_{t+1} = (1 - \beta) d_t + \beta \tilde d_t, \qquad
+        \eta_t = \sigma \, \tilde n_{t+1} / \tilde d_{t+1},
+
+    and the update is :math:`\eta_t u_t`. Value, slope and curvature come from one
+    forward-over-forward pass (:func:`cdat_core.directional_curvature`).
+
+    *EMA initialisation.* :math:`\tilde n_0 = \tilde d_0 = 0`. Both averages then carry the
+    same bias factor :math:`1 - \beta^{t+1}`, which cancels in the ratio: the first step is
+    exactly the un-averaged rule :math:`\sigma n_0/d_0`, and every step is the ratio of the
+    bias-corrected averages. :math:`\beta = 0` (the default) is the plain rule (8).
+
+    Args:
+      sigma: :math:`\sigma`; 1 is the greedy rule (eq 3), 2 the on-edge rule (eq 7).
+      ema_decay: :math:`\beta = \beta_{cdat} \in [0, 1)`; the paper uses 0.9 or 0.99 with
+        Adam and in mini-batch.
+      eps: :math:`\varepsilon \ge 0` (the paper uses 0).
+      max_learning_rate: upper bound on :math:`\eta_t`; also the step taken when the
+        curvature vanishes (with ``inf``, no step is taken then).
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs` with state :class:`ScaleByCdatState`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> import cdat_core as cc
+      >>> A = jnp.diag(jnp.array([4.0, 1.0]))
+      >>> loss = lambda w: 0.5 * w @ A @ w
+      >>> opt = optax.chain(optax.sgd(1.0), cc.scale_by_cdat(sigma=1.0))
+      >>> w = jnp.array([1.0, 1.0]); state = opt.init(w)
+      >>> updates, state = opt.update(jax.grad(loss)(w), state, w, value_fn=loss)
+      >>> print(f"{float(optax.tree.get(state, 'learning_rate')):.4f}")  # gᵀg / gᵀAg = 17/65
+      0.2615
+    """
+
+    def init_fn(params: PyTree) -> ScaleByCdatState:
+        dtype = _scalar_dtype(params)
+        zero = jnp.zeros((), dtype)
+        return ScaleByCdatState(
+            learning_rate=zero,
+            numerator=zero,
+            denominator=zero,
+            value=zero,
+            slope=zero,
+            curvature=zero,
+            finite=jnp.asarray(True),
+            num_updates=jnp.zeros((), jnp.int32),
+        )
+
+    def update_fn(
+        updates: PyTree,
+        state: ScaleByCdatState,
+        params: PyTree | None = None,
+        *,
+        value_fn: Callable[..., Any] | None = None,
+        **extra_args: Any,
+    ) -> tuple[PyTree, ScaleByCdatState]:
+        _check_params(params, updates, "scale_by_cdat")
+        fun = _objective(value_fn, extra_args, "scale_by_cdat")
+        dtype = state.numerator.dtype
+        value, slope, curvature = (
+            jnp.asarray(x).astype(dtype) for x in directional_curvature(fun, params, updates)
+        )
+        finite = (
+            jnp.isfinite(value)
+            & jnp.isfinite(slope)
+            & jnp.isfinite(curvature)
+            & _tree.all_finite(updates)
+        )
+        beta, eps_ = (jnp.asarray(x).astype(dtype) for x in (ema_decay, eps))
+        numerator = jnp.maximum(-jnp.where(finite, slope, 0.0), 0.0)
+        denominator = jnp.abs(jnp.where(finite, curvature, 0.0)) + jnp.maximum(eps_, 0.0)
+        new_numerator = jnp.where(finite, ema(state.numerator, numerator, beta), state.numerator)
+        new_denominator = jnp.where(
+            finite, ema(state.denominator, denominator, beta), state.denominator
+        )
+        # eq (8) on the averages: n ≥ 0 and d ≥ 0, so slope = -ñ and curvature = d̃ are exact.
+        learning_rate = cdat_learning_rate(
+            -new_numerator, new_denominator, sigma=sigma, max_learning_rate=max_learning_rate
+        ).astype(dtype)
+        learning_rate = jnp.where(finite, learning_rate, 0.0)
+        new_state = ScaleByCdatState(
+            learning_rate=learning_rate,
+            numerator=new_numerator,
+            denominator=new_denominator,
+            value=value,
+            slope=slope,
+            curvature=curvature,
+            finite=finite,
+            num_updates=optax.safe_increment(state.num_updates),
+        )
+        return _scaled(learning_rate, updates, finite), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def cdat(
+    direction: optax.GradientTransformation,
+    sigma: float | jax.Array = 2.0,
+    **kwargs: Any,
+) -> optax.GradientTransformationExtraArgs:
+    r"""CDAT on top of a base optimizer: ``optax.chain(direction, scale_by_cdat(sigma, **kw))``.
+
+    Args:
+      direction: the base optimizer at learning rate 1, whose updates are the direction
+        :math:`u` (``optax.sgd(1.0)`` gives :math:`u = -\nabla f(w)`, ``optax.adam(1.0)``
+        Adam's preconditioned momentum direction).
+      sigma: :math:`\sigma` of eq (8).
+      **kwargs: ``ema_decay``, ``eps``, ``max_learning_rate`` of :func:`scale_by_cdat`.
+
+    Returns:
+      The chained :class:`optax.GradientTransformationExtraArgs`; its state is a tuple whose
+      second element is a :class:`ScaleByCdatState`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> import cdat_core as cc
+      >>> loss = lambda w: jnp.sum((w - 1.0) ** 4) + jnp.sum(w ** 2)
+      >>> opt = cc.cdat(optax.sgd(1.0), sigma=2.0)
+      >>> w = jnp.zeros(3); state = opt.init(w)
+      >>> for _ in range(50):
+      ...     updates, state = opt.update(jax.grad(loss)(w), state, w, value_fn=loss)
+      ...     w = optax.apply_updates(w, updates)
+      >>> bool(loss(w) < loss(jnp.zeros(3)))
+      True
+    """
+    return optax.chain(direction, scale_by_cdat(sigma, **kwargs))

@@ -1,0 +1,115 @@
+r"""The Polyak step size, eq (14) of Roulet et al. (2024).
+
+:class:`ScaleByPolyakState` and :func:`scale_by_polyak`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from cdat_core import _tree
+from cdat_core.rules import polyak_learning_rate
+from cdat_core.transforms._common import (
+    PyTree,
+    _check_params,
+    _scalar_dtype,
+    _scaled,
+    _value_and_grad,
+)
+
+__all__ = ["ScaleByPolyakState", "scale_by_polyak"]
+
+
+class ScaleByPolyakState(NamedTuple):
+    r"""State of :func:`scale_by_polyak`.
+
+    Attributes:
+      learning_rate: the learning rate of the last update.
+      value: :math:`f(w_t)` at the last update.
+      grad_sq_norm: :math:`\|\nabla f(w_t)\|^2` at the last update.
+      finite: whether the last update's inputs were finite.
+      num_updates: number of updates made.
+    """
+
+    learning_rate: jax.Array
+    value: jax.Array
+    grad_sq_norm: jax.Array
+    finite: jax.Array
+    num_updates: jax.Array
+
+
+def scale_by_polyak(
+    *,
+    f_star: float | jax.Array = 0.0,
+    max_learning_rate: float | jax.Array = 1.0,
+    eps: float | jax.Array = 0.0,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Scale the direction by the Polyak step size, eq (14) of the paper.
+
+    .. math::
+
+        \eta_t = \min\left\{\frac{\max(f(w_t) - f^\star, 0)}{\|\nabla f(w_t)\|^2
+        + \varepsilon}, \eta_{\max}\right\},
+
+    (:func:`cdat_core.polyak_learning_rate`) and the update is :math:`\eta_t u_t`. With
+    ``optax.sgd(1.0)`` before it this is ``optax.polyak_sgd``. :math:`f(w)` and
+    :math:`\nabla f(w)` are taken from the extra arguments ``value`` and ``grad`` when given,
+    else computed from ``value_fn``.
+
+    Args:
+      f_star: :math:`f^\star`, a lower bound on the objective (0 in the paper).
+      max_learning_rate: :math:`\eta_{\max}` (1 or 100 in the paper).
+      eps: :math:`\varepsilon \ge 0`.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs` with state :class:`ScaleByPolyakState`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> import cdat_core as cc
+      >>> loss = lambda w: jnp.sum(w ** 2)
+      >>> opt = optax.chain(optax.sgd(1.0), cc.scale_by_polyak())
+      >>> w = jnp.ones(2); state = opt.init(w)
+      >>> updates, state = opt.update(jax.grad(loss)(w), state, w, value_fn=loss)
+      >>> float(optax.tree.get(state, "learning_rate"))  # f / ‖g‖² = 2 / 8
+      0.25
+    """
+
+    def init_fn(params: PyTree) -> ScaleByPolyakState:
+        dtype = _scalar_dtype(params)
+        zero = jnp.zeros((), dtype)
+        return ScaleByPolyakState(zero, zero, zero, jnp.asarray(True), jnp.zeros((), jnp.int32))
+
+    def update_fn(
+        updates: PyTree,
+        state: ScaleByPolyakState,
+        params: PyTree | None = None,
+        *,
+        value_fn: Callable[..., Any] | None = None,
+        value: Any = None,
+        grad: PyTree | None = None,
+        **extra_args: Any,
+    ) -> tuple[PyTree, ScaleByPolyakState]:
+        _check_params(params, updates, "scale_by_polyak")
+        _, value, grad = _value_and_grad(
+            value_fn, extra_args, params, value, grad, "scale_by_polyak"
+        )
+        dtype = state.learning_rate.dtype
+        value = value.astype(dtype)
+        grad_sq_norm = _tree.sq_norm(grad).astype(dtype)
+        learning_rate = polyak_learning_rate(
+            value, grad_sq_norm, f_star=f_star, max_learning_rate=max_learning_rate, eps=eps
+        ).astype(dtype)
+        finite = jnp.isfinite(value) & jnp.isfinite(grad_sq_norm) & _tree.all_finite(updates)
+        learning_rate = jnp.where(finite, learning_rate, 0.0)
+        new_state = ScaleByPolyakState(
+            learning_rate, value, grad_sq_norm, finite, optax.safe_increment(state.num_updates)
+        )
+        return _scaled(learning_rate, updates, finite), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
