@@ -12,6 +12,7 @@ from cdat_core.curvature import (
     hvp,
 )
 from cdat_core.diagnostics import EdgeOfStability, edge_of_stability
+from cdat_core.eig import EigResult, lanczos, power_iteration
 from cdat_core.linesearch import (
     LinesearchResult,
     backtracking_linesearch,
@@ -26,13 +27,7 @@ from cdat_core.rules import (
     polyak_learning_rate,
     sharpness_learning_rate,
 )
-from cdat_core.sharpness import (
-    EigResult,
-    hessian_sharpness,
-    lanczos,
-    power_iteration,
-    preconditioner_from_optax_state,
-)
+from cdat_core.sharpness import hessian_sharpness, preconditioner_from_optax_state
 from cdat_core.transforms import (
     ScaleByCdatState,
     ScaleByHypergradientState,

@@ -1,4 +1,4 @@
-"""Jitted dense-matrix runners shared by the sharpness tests, so each shape compiles once."""
+"""Jitted dense-matrix runners shared by the eigensolver tests, so each shape compiles once."""
 
 import functools
 
