@@ -25,7 +25,7 @@ def check_scaling(m, seed, alpha):
     np.testing.assert_allclose(scaled.curvature, alpha**2 * base.curvature, rtol=1e-10, atol=tol)
 
 
-@given(testing.mlp_params(), st.integers(0, 2**31), st.floats(-10.0, 10.0))
+@given(testing.mlp_params(), st.integers(0, 2**31), testing.floats(-10.0, 10.0))
 def test_curvature_quadratic_and_slope_linear_in_direction(m, seed, alpha):
     check_scaling(m, seed, alpha)
 

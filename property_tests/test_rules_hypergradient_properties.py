@@ -36,8 +36,8 @@ def check_hypergradient_direction(q, seed, ratio, beta):
 @given(
     testing.quadratic_problems(),
     st.integers(0, 2**31),
-    st.one_of(st.floats(0.05, 0.95), st.floats(1.05, 3.0)),
-    st.floats(1e-3, 1.0),
+    st.one_of(testing.floats(0.05, 0.95), testing.floats(1.05, 3.0)),
+    testing.floats(1e-3, 1.0),
 )
 def test_raises_when_still_descending_and_lowers_when_turned(q, seed, ratio, beta):
     check_hypergradient_direction(q, seed, ratio, beta)
