@@ -7,10 +7,16 @@ of its Appendix C.3:
 
     f(w + \eta u) \le f(w) + \delta\,|f(w)| + c\,\eta\,\nabla f(w)^\top u,
 
-and the search tries :math:`\eta_{t,k} = c_-^k\,\eta_{t,0}` for :math:`k = 0, 1, \dots` from an
-initial guess :math:`\eta_{t,0} = \min\{c_+\,\eta_{t-1}, \eta_{\max}\}`
-(:func:`initial_learning_rate`), keeping the first (hence largest) one that satisfies it
-(:func:`backtracking_linesearch`).
+and the search tries :math:`\eta_{t,k} = c_-^k\,\eta_{t,0}` for :math:`k = 0, \dots, K - 1`
+(:math:`K` = ``max_steps``), keeping the first (hence largest) one that satisfies it
+(:func:`backtracking_linesearch`). The initial guess (:func:`initial_learning_rate`) is the
+paper's :math:`\eta_{t,0} = \min\{c_+\,\eta_{t-1}, \eta_{\max}\}` after an accepted step and
+:math:`\min\{c_-\,\check\eta_{t-1}, \eta_{\max}\}` after a failed search whose smallest trial
+was :math:`\check\eta_{t-1}`: consecutive failed searches continue one geometric sequence
+below the smallest step already tried, so a full-batch search that the budget :math:`K` cuts
+short resumes at the next step instead of restarting from :math:`\eta_{\max}` and failing
+for ever. The paper's full-batch search "runs until the criterion is satisfied"; this is that
+search spread over consecutive steps, with a zero update for each step it is still running.
 
 Both functions are pure and run under ``jit`` and ``vmap``: the loop is a ``lax.while_loop``
 bounded by the structural ``max_steps`` (a Python int, bound at trace time), while
@@ -39,10 +45,23 @@ They differ on purpose where optax's search fails:
   (an ascent direction therefore moves uphill), and with 0 when it was not; here the
   learning rate is always 0 and ``accepted=False``.
 * After a learning rate of 0, optax's next guess is :math:`\min(c_+ \cdot 0, \eta_{\max}) = 0`
-  (or ``inf * 0 = nan`` for :math:`c_+ = \infty`), so it never moves again;
-  :func:`initial_learning_rate` restarts from :math:`\eta_{\max}`.
+  (or ``inf * 0 = nan`` for :math:`c_+ = \infty`), so it never moves again. Here the next
+  search continues at :math:`c_-\check\eta_{t-1}` when given ``smallest_tried`` (as
+  :func:`cdat_core.scale_by_linesearch` does), and restarts from :math:`\eta_{\max}`
+  otherwise. The learning rates therefore agree with optax's while every search accepts
+  (what ``tests/test_linesearch/test_linesearch_vs_optax.py`` compares bit for bit), and
+  differ from the first failed search on.
 * optax counts a trial value of :math:`-\infty` as accepted; here every non-finite trial value
   is a failed trial.
+* A direction that is not a descent direction (slope :math:`\ge 0`), or a non-finite value or
+  slope: optax still runs its search (and then steps with its last rejected trial); here the
+  search does not start and the learning rate is 0.
+
+Hyperparameters given as Python numbers or concrete arrays are checked when a function is
+called (and when :func:`cdat_core.scale_by_linesearch` is built), with a ``ValueError`` that
+names the argument: :math:`c \ge 0`, :math:`\delta \ge 0`, :math:`c_- \in (0, 1)`,
+:math:`c_+ \ge 1`, :math:`\eta_0, \eta_{\max}` finite and positive. Traced ones cannot be
+checked at trace time; each function documents the defined, finite result it gives them.
 """
 
 from __future__ import annotations
@@ -76,21 +95,27 @@ class LinesearchResult(NamedTuple):
         trial :math:`k` was accepted, ``max_steps`` when none was, 0 when the search did not
         start (invalid input, see :func:`backtracking_linesearch`).
       accepted: whether some trial satisfied the criterion (bool).
+      smallest_tried: the last, hence smallest, learning rate tried,
+        :math:`c_-^{\,\text{num\_steps}-1}\eta_0` (the accepted one when ``accepted``), 0 when
+        the search did not start. Pass it to :func:`initial_learning_rate` so that the next
+        search continues below it after a failure. Same dtype as ``learning_rate``.
     """
 
     learning_rate: jax.Array
     value: jax.Array
     num_steps: jax.Array
     accepted: jax.Array
+    smallest_tried: jax.Array
 
 
 class _SearchState(NamedTuple):
-    """What the ``while_loop`` carries: the current trial and whether it was accepted."""
+    """What the ``while_loop`` carries: the next trial, the last one and its outcome."""
 
     num_steps: jax.Array
     learning_rate: jax.Array
     value: jax.Array
     accepted: jax.Array
+    tried: jax.Array
 
 
 def _is_tracer(x: Any) -> bool:
@@ -117,38 +142,97 @@ def _check_concrete(name: str, x: Any, valid: Callable[[float], bool], requireme
         raise ValueError(f"{name} must be {requirement}, got {v}.")
 
 
+_FINITE_POSITIVE = (lambda v: math.isfinite(v) and v > 0, "finite and positive")
+_FINITE_NON_NEGATIVE = (lambda v: math.isfinite(v) and v >= 0, "finite and non-negative")
+_REQUIREMENTS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "c": _FINITE_NON_NEGATIVE,
+    "delta": _FINITE_NON_NEGATIVE,
+    "decrease_factor": (lambda v: 0 < v < 1, "in the open interval (0, 1)"),
+    "increase_factor": (lambda v: v >= 1, "at least 1 (inf allowed)"),
+    "max_learning_rate": _FINITE_POSITIVE,
+    "initial_learning_rate": _FINITE_POSITIVE,
+}
+
+
+def _check_hyperparameters(**kwargs: Any) -> None:
+    """Raise ``ValueError`` naming the argument for a concrete hyperparameter out of range.
+
+    Called when a transformation is built and when a function is traced: Python numbers and
+    concrete arrays are checked, traced values are left to the sanitising ``where`` of each
+    function (documented there). ``None`` means "not given".
+    """
+    for name, x in kwargs.items():
+        if x is None:
+            continue
+        valid, requirement = _REQUIREMENTS[name]
+        _check_concrete(name, x, valid, requirement)
+
+
 def initial_learning_rate(
     previous: ArrayLike,
     *,
     increase_factor: ArrayLike = math.inf,
     max_learning_rate: ArrayLike = 1.0,
+    smallest_tried: ArrayLike = 0.0,
+    decrease_factor: ArrayLike = 0.8,
 ) -> jax.Array:
     r"""Initial guess of the backtracking search, Appendix C.3 of Roulet et al. (2024).
 
-    .. math:: \eta_{t,0} = \min\{c_+\,\eta_{t-1},\ \eta_{\max}\},
+    .. math::
 
-    with :math:`\eta_{t-1}` the learning rate accepted at the previous step, :math:`c_+` the
-    increase factor and :math:`\eta_{\max}` the maximal learning rate (1 in the paper).
-    :math:`c_+ = \infty` (the default) starts every search from :math:`\eta_{\max}`; the
-    paper's grid is :math:`c_+ \in \{4, \infty\}`.
+        \eta_{t,0} = \begin{cases}
+          \min\{c_+\,\eta_{t-1},\ \eta_{\max}\} & \text{if } \eta_{t-1} > 0, \\
+          \min\{c_-\,\check\eta_{t-1},\ \eta_{\max}\}
+            & \text{if } \eta_{t-1} = 0 \text{ and }
+              c_-\,\check\eta_{t-1} \ge \eta_{\text{tiny}}, \\
+          \eta_{\max} & \text{otherwise,}
+        \end{cases}
 
-    A failed previous search returns :math:`\eta_{t-1} = 0`; the guess then restarts from
-    :math:`\eta_{\max}` instead of staying at :math:`c_+ \cdot 0 = 0` forever (and
-    :math:`\infty \cdot 0` is never formed). The same restart applies to any previous value
-    that is not finite and positive, or to a non-finite or non-positive ``increase_factor``.
+    with :math:`\eta_{t-1}` the learning rate accepted at the previous step (0 when that
+    search failed), :math:`c_+ \ge 1` the increase factor, :math:`\eta_{\max}` the maximal
+    learning rate (1 in the paper), :math:`\check\eta_{t-1}` the smallest learning rate tried
+    by the previous search (``smallest_tried``; 0 when unknown or at the first step),
+    :math:`c_- \in (0, 1)` the decrease factor and :math:`\eta_{\text{tiny}}` the smallest
+    positive normal number of the dtype. The first line is the paper's rule; :math:`c_+ =
+    \infty` (the default) starts every search after an accepted step from :math:`\eta_{\max}`
+    (paper's grid: :math:`c_+ \in \{4, \infty\}`).
+
+    The second line makes consecutive failed searches one search: the paper's full-batch
+    linesearch "runs until the criterion is satisfied", while a search here stops after
+    ``max_steps`` trials. After failed searches of :math:`K` trials each from
+    :math:`\eta_{\max}`, search :math:`j` tries :math:`c_-^{k}\eta_{\max}` for
+    :math:`k = jK, \dots, (j+1)K - 1`: the geometric sequence continues below the smallest step
+    already tried, without gaps, so any learning rate the loss can resolve is reached after
+    finitely many steps instead of restarting from :math:`\eta_{\max}` and failing for ever
+    (optax's :math:`\min\{c_+ \cdot 0, \eta_{\max}\} = 0` stays at 0 for ever). When
+    :math:`c_-\check\eta_{t-1}` would be subnormal the sequence has passed every step a float
+    can represent relative to the params, and it restarts from :math:`\eta_{\max}`.
+
+    Traced arguments are sanitised: a :math:`c_+` below 1 or NaN counts as 1 (keep the
+    previous learning rate); a :math:`c_-` outside :math:`(0, 1)` or a ``smallest_tried``
+    that is not finite and positive gives the restart :math:`\eta_{\max}`; a
+    ``max_learning_rate`` that is not finite and positive gives 0, which
+    :func:`backtracking_linesearch` treats as "do not search" (learning rate 0, zero update).
+    A ``previous`` that is not finite and positive counts as a failed search.
 
     Args:
       previous: :math:`\eta_{t-1}`, a scalar (0 after a failed search).
-      increase_factor: :math:`c_+ > 0`, possibly ``inf``. Traced or concrete.
-      max_learning_rate: :math:`\eta_{\max}`, finite and positive. Traced or concrete.
+      increase_factor: :math:`c_+ \ge 1`, possibly ``inf``.
+      max_learning_rate: :math:`\eta_{\max}`, finite and positive.
+      smallest_tried: :math:`\check\eta_{t-1}`, the smallest learning rate the previous search
+        tried (:attr:`LinesearchResult.smallest_tried`); only used when ``previous`` is 0.
+        The default 0 restarts a failed search from :math:`\eta_{\max}`.
+      decrease_factor: :math:`c_- \in (0, 1)`, the search's decrease factor.
 
     Returns:
-      :math:`\eta_{t,0} \in (0, \eta_{\max}]`, a scalar in at least float32 (the promotion of
-      ``previous``'s dtype with float32).
+      :math:`\eta_{t,0} \in (0, \eta_{\max}]` (0 only for an invalid traced
+      ``max_learning_rate``), a scalar in at least float32 (the promotion of the dtypes of
+      ``previous`` and ``smallest_tried`` with float32).
 
     Raises:
-      ValueError: for a concrete ``increase_factor`` that is not positive (NaN included) or a
-        concrete ``max_learning_rate`` that is not finite and positive, or non-scalar inputs.
+      ValueError: for a concrete ``increase_factor`` below 1 (NaN included), a concrete
+        ``max_learning_rate`` that is not finite and positive, a concrete ``decrease_factor``
+        outside :math:`(0, 1)`, or non-scalar inputs.
 
     Example:
       >>> import cdat_core as cc
@@ -158,28 +242,35 @@ def initial_learning_rate(
       1.0
       >>> float(cc.initial_learning_rate(0.0, increase_factor=4.0))  # failed search: restart
       1.0
+      >>> # A failed search whose last trial was 0.01 continues below it: 0.5 * 0.01.
+      >>> round(float(cc.initial_learning_rate(0.0, smallest_tried=0.01, decrease_factor=0.5)), 6)
+      0.005
     """
     _check_scalar("previous", previous)
-    _check_concrete("increase_factor", increase_factor, lambda v: v > 0, "positive (inf allowed)")
-    _check_concrete(
-        "max_learning_rate",
-        max_learning_rate,
-        lambda v: math.isfinite(v) and v > 0,
-        "finite and positive",
+    _check_scalar("smallest_tried", smallest_tried)
+    _check_hyperparameters(
+        increase_factor=increase_factor,
+        max_learning_rate=max_learning_rate,
+        decrease_factor=decrease_factor,
     )
     dtype = _tree.accumulation_dtype(
-        *(jnp.result_type(x) for x in (previous,) if hasattr(x, "dtype"))
+        *(jnp.result_type(x) for x in (previous, smallest_tried) if hasattr(x, "dtype"))
     )
-    previous, factor, max_lr = (
-        jnp.asarray(x).astype(dtype) for x in (previous, increase_factor, max_learning_rate)
+    previous, smallest, increase, decrease, max_lr = (
+        jnp.asarray(x).astype(dtype)
+        for x in (previous, smallest_tried, increase_factor, decrease_factor, max_learning_rate)
     )
-    # Restart from the maximum unless c₊·η_{t−1} is a positive number (inf allowed): this
-    # covers η_{t−1} = 0 (failed search), NaN, and never evaluates inf * 0.
-    usable = jnp.isfinite(previous) & (previous > 0) & (factor > 0)
-    safe_previous = jnp.where(usable, previous, 1.0)
-    safe_factor = jnp.where(usable, factor, 1.0)
-    guess = jnp.minimum(safe_factor * safe_previous, max_lr)
-    return jnp.where(usable, guess, max_lr)
+    # c₊·η_{t−1} after an accepted step (inf allowed, inf * 0 never formed).
+    accepted = jnp.isfinite(previous) & (previous > 0)
+    safe_increase = jnp.where(increase >= 1, increase, 1.0)  # NaN and c₊ < 1 → 1
+    grown = jnp.where(accepted, safe_increase, 1.0) * jnp.where(accepted, previous, 1.0)
+    # c₋·η̌_{t−1} after a failed one, while it is a normal number.
+    usable = jnp.isfinite(smallest) & (smallest > 0) & (decrease > 0) & (decrease < 1)
+    below = jnp.where(usable, decrease, 0.5) * jnp.where(usable, smallest, 1.0)
+    continues = ~accepted & usable & (below >= jnp.finfo(dtype).tiny)
+    guess = jnp.where(accepted, grown, jnp.where(continues, below, max_lr))
+    valid_max = jnp.isfinite(max_lr) & (max_lr > 0)
+    return jnp.where(valid_max, jnp.minimum(guess, max_lr), 0.0)
 
 
 def backtracking_linesearch(
@@ -234,11 +325,13 @@ def backtracking_linesearch(
         a Python int.
 
     Returns:
-      ``LinesearchResult(learning_rate, value, num_steps, accepted)``; see
+      ``LinesearchResult(learning_rate, value, num_steps, accepted, smallest_tried)``; see
       :class:`LinesearchResult`. When no trial is accepted, ``learning_rate`` is 0, ``value``
-      is the ``value`` passed in and ``accepted`` is False. The search does not start
-      (``num_steps`` 0, ``learning_rate`` 0, not accepted) when ``slope`` is not negative (an
-      ascent or flat direction, including empty params), when ``value`` or ``slope`` is not
+      is the ``value`` passed in, ``accepted`` is False and ``smallest_tried`` is
+      :math:`c_-^{K-1}\eta_0`, below which the next search continues
+      (:func:`initial_learning_rate`). The search does not start (``num_steps`` 0,
+      ``learning_rate`` and ``smallest_tried`` 0, not accepted) when ``slope`` is not negative
+      (an ascent or flat direction, including empty params), when ``value`` or ``slope`` is not
       finite, or when a traced ``initial_learning_rate``, ``c``, ``delta`` or
       ``decrease_factor`` is out of range or not finite. The learning rate is never NaN.
 
@@ -280,18 +373,11 @@ def backtracking_linesearch(
     direction = _tree.match_dtypes(params, direction, "direction")
     _check_scalar("value", value)
     _check_scalar("slope", slope)
-    _check_concrete(
-        "initial_learning_rate",
-        initial_learning_rate,
-        lambda v: math.isfinite(v) and v > 0,
-        "finite and positive",
-    )
-    _check_concrete("c", c, lambda v: math.isfinite(v) and v >= 0, "finite and non-negative")
-    _check_concrete(
-        "delta", delta, lambda v: math.isfinite(v) and v >= 0, "finite and non-negative"
-    )
-    _check_concrete(
-        "decrease_factor", decrease_factor, lambda v: 0 < v < 1, "in the open interval (0, 1)"
+    _check_hyperparameters(
+        initial_learning_rate=initial_learning_rate,
+        c=c,
+        delta=delta,
+        decrease_factor=decrease_factor,
     )
 
     def objective(w: PyTree) -> jax.Array:
@@ -314,7 +400,9 @@ def backtracking_linesearch(
         & jnp.isfinite(eta0)
         & (eta0 > 0)
         & jnp.isfinite(c)
+        & (c >= 0)
         & jnp.isfinite(delta)
+        & (delta >= 0)
         & (factor > 0)
         & (factor < 1)
     )
@@ -336,13 +424,14 @@ def backtracking_linesearch(
         ok = jnp.isfinite(trial_acc) & (trial_acc <= bound + safe_c * eta * safe_slope)
         # η_{k+1} = c₋·η_k by repeated multiplication (as optax does), kept on acceptance.
         next_eta = jnp.where(ok, eta, safe_factor * eta)
-        return _SearchState(state.num_steps + 1, next_eta, trial, ok)
+        return _SearchState(state.num_steps + 1, next_eta, trial, ok, eta)
 
     init = _SearchState(
         num_steps=jnp.zeros((), jnp.int32),
         learning_rate=safe_eta0,
         value=value.astype(out_dtype),
         accepted=jnp.zeros((), bool),
+        tried=jnp.zeros((), dtype),
     )
     final = jax.lax.while_loop(cond, body, init)
     accepted = final.accepted
@@ -351,4 +440,5 @@ def backtracking_linesearch(
         value=jnp.where(accepted, final.value, value.astype(out_dtype)),
         num_steps=final.num_steps,
         accepted=accepted,
+        smallest_tried=final.tried,
     )

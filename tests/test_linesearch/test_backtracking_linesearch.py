@@ -26,10 +26,10 @@ def brute_force(f_np, w, u, value, slope, eta0, c, delta, factor, max_steps):
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(trials) & (trials <= value + delta * abs(value) + c * etas * slope)
     if not ok.any():
-        return 0.0, value, max_steps, False
+        return 0.0, value, max_steps, False, etas[-1]
     k = int(np.argmax(ok))  # the first accepted trial is the largest accepted η
     assert etas[k] == etas[ok].max()
-    return etas[k], trials[k], k + 1, True
+    return etas[k], trials[k], k + 1, True, etas[k]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -152,10 +152,11 @@ def test_matches_brute_force_on_rosenbrock(c, delta, factor, max_steps):
 
 
 def _assert_matches(res, expected):
-    eta, value, num_steps, accepted = expected
+    eta, value, num_steps, accepted, smallest_tried = expected
     assert bool(res.accepted) == accepted
     assert int(res.num_steps) == num_steps
     np.testing.assert_allclose(float(res.learning_rate), eta, rtol=1e-12)
+    np.testing.assert_allclose(float(res.smallest_tried), smallest_tried, rtol=1e-12)
     np.testing.assert_allclose(float(res.value), value, rtol=1e-10, atol=1e-12)
 
 
@@ -279,6 +280,7 @@ def test_all_trials_non_finite_gives_zero_step():
     assert float(res.learning_rate) == 0.0
     assert int(res.num_steps) == 7  # every trial was evaluated
     assert float(res.value) == 0.0  # the value passed in: the step is zero
+    assert float(res.smallest_tried) == 0.5**6  # the last trial, for the next search
 
 
 def _search_simple(value, slope, **kw):
@@ -294,6 +296,7 @@ def test_ascent_or_flat_direction_is_not_accepted(slope):
     assert float(res.learning_rate) == 0.0
     assert int(res.num_steps) == 0  # fun is never evaluated
     assert float(res.value) == 1.5
+    assert float(res.smallest_tried) == 0.0  # nothing tried
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
@@ -316,7 +319,9 @@ def test_non_finite_current_value_is_not_accepted(value):
         {"factor": 1.5},
         {"factor": 0.0},
         {"c": np.nan},
+        {"c": -1.0},
         {"delta": np.inf},
+        {"delta": -0.5},
     ],
 )
 def test_traced_out_of_range_hyperparameters_do_not_start(kw):
@@ -355,8 +360,10 @@ def test_none_subtrees_and_extra_args():
 def test_result_is_a_named_tuple_with_documented_dtypes():
     res = _search_simple(1.5, -3.0)
     assert isinstance(res, LinesearchResult)
-    assert res._fields == ("learning_rate", "value", "num_steps", "accepted")
+    fields = ("learning_rate", "value", "num_steps", "accepted", "smallest_tried")
+    assert res._fields == fields
     assert res.learning_rate.dtype == jnp.float64
+    assert res.smallest_tried.dtype == jnp.float64
     assert res.value.dtype == jnp.float64
     assert res.num_steps.dtype == jnp.int32
     assert res.accepted.dtype == jnp.bool_
