@@ -7,9 +7,9 @@ Subcommands:
   ``DIR/plots/*.png``, and prints the claims table (each claim, the paper's statement, the
   test, what was measured, PASS/FAIL/N/A). Exit status 0 whatever the claims say (a claim
   that does not reproduce is a finding, not an error); 2 on usage errors.
-- ``train --tuner NAME [--sigma S] [--base gd|momentum|adam] [--steps N] [--out DIR] ...``:
+- ``train --tuner NAME [--sigma S] [--base BASE] [--model MODEL] [--steps N] ...``:
   one run with its five-panel plot and JSON.
-- ``list``: tuners, base optimizers and budgets.
+- ``list``: tuners, base optimizers, problems and budgets.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from cdat_core.lab.bases import BASES
+from cdat_core.lab.problems import PROBLEMS
 
 __all__ = ["main"]
 
@@ -39,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="one run of one tuner, with its plot")
     t.add_argument("--tuner", required=True, help="see `cdat-core list`")
-    t.add_argument("--base", default="gd", choices=("gd", "momentum", "adam"))
+    t.add_argument("--base", default="gd", choices=tuple(BASES))
     t.add_argument("--sigma", type=float, help="σ of cdat / greedy / sharpness")
     t.add_argument("--ema", type=float, help="CDAT EMA β (ema_decay)")
     t.add_argument(
@@ -49,15 +51,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--steps", type=int, default=1000)
     t.add_argument("--record-every", type=int, default=50)
-    t.add_argument("--model", default="mlp", choices=("mlp", "cnn"))
-    t.add_argument("--hidden", default="128,128", help="MLP widths, or CNN channels")
+    t.add_argument("--model", default="mlp", choices=tuple(PROBLEMS))
+    t.add_argument(
+        "--hidden",
+        default="128,128",
+        help="the model's size: "
+        + "; ".join(f"{name}: {spec.size}" for name, spec in PROBLEMS.items()),
+    )
     t.add_argument("--examples", type=int, default=512, help="first N digits examples")
     t.add_argument("--batch-size", type=int, help="mini-batch size (default: full batch)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="cdat-core-report/train")
     t.add_argument("--no-progress", action="store_true")
 
-    sub.add_parser("list", help="list tuners, base optimizers and budgets")
+    sub.add_parser("list", help="list tuners, base optimizers, problems and budgets")
     return parser
 
 
@@ -82,7 +89,7 @@ def _train(args: argparse.Namespace) -> int:
     import jax
     from tqdm.auto import tqdm
 
-    from cdat_core.lab import plots, problems, report, train, tuners
+    from cdat_core.lab import bases, plots, problems, report, train, tuners
 
     if args.tuner not in tuners.TUNERS:
         print(
@@ -91,16 +98,14 @@ def _train(args: argparse.Namespace) -> int:
         )
         return 2
     size = tuple(int(s) for s in args.hidden.split(",") if s)
-    problem: Any
-    if args.model == "mlp":
-        problem = problems.digits_mlp(size, seed=args.seed)
-    else:
-        problem = problems.digits_cnn(size, seed=args.seed)
-    problem = problems.subset(problem, args.examples)
+    problem = problems.PROBLEMS.lookup(args.model).build(
+        size, num_examples=args.examples, seed=args.seed
+    )
     data = (problem.inputs, problem.targets)
     key = jax.random.key(args.seed)
     lam0 = train.initial_sharpness(problem.loss, problem.params, data, key=key)
-    hp = dict(tuners.DEFAULTS[args.tuner])
+    spec = tuners.TUNERS.lookup(args.tuner)
+    hp = dict(spec.defaults)
     if args.sigma is not None and "sigma" in hp:
         hp["sigma"] = args.sigma
     if args.ema is not None and "ema_decay" in hp:
@@ -110,7 +115,7 @@ def _train(args: argparse.Namespace) -> int:
             hp[name] = args.learning_rate if args.learning_rate is not None else 1.0 / lam0
     if "initial_learning_rate" in hp:
         hp["initial_learning_rate"] = 1.0 / lam0
-    static = {"num_steps": args.steps} if args.tuner == "warmup_cosine" else {}
+    static = {"num_steps": args.steps} if "num_steps" in spec.static else {}
     bar = tqdm(
         total=args.steps,
         unit="step",
@@ -127,7 +132,7 @@ def _train(args: argparse.Namespace) -> int:
         record_every=args.record_every,
         key=key,
         batch_size=args.batch_size,
-        preconditioner=tuners.preconditioner(args.base),
+        preconditioner=bases.preconditioner(args.base),
         progress=bar.update,
     )
     bar.close()
@@ -142,7 +147,7 @@ def _train(args: argparse.Namespace) -> int:
         {f"{args.base} {name}": summary},
         out / f"{stem}.png",
         title=f"{args.model} {args.hidden}, {args.examples} examples",
-        edge=plots.EDGES[args.base],
+        edge=BASES[args.base].edge,
     )
     h = result.history
     print(
@@ -158,9 +163,11 @@ def _list() -> int:
     from cdat_core.lab import tuners, verify
 
     print("tuners:", ", ".join(tuners.TUNERS))
-    for name, numbers in tuners.DEFAULTS.items():
-        print(f"  {name}: " + ", ".join(f"{k}={v:g}" for k, v in numbers.items()))
-    print("base optimizers:", ", ".join(tuners.BASES))
+    for name, spec in tuners.TUNERS.items():
+        numbers = ", ".join(f"{k}={v:g}" for k, v in spec.defaults.items())
+        print(f"  {name}: {numbers}  ({spec.rule})")
+    print("base optimizers:", ", ".join(BASES))
+    print("problems:", ", ".join(PROBLEMS))
     print("verify budgets:", ", ".join(verify.PLANS), "(--quick selects quick)")
     return 0
 

@@ -1,7 +1,7 @@
 r"""PNG plots of runs and of the simplified models (matplotlib, Agg backend).
 
 Everything here takes plain data, the run dicts of the JSON report (see
-:func:`cdat_core.lab.verify.run_summary`): per-step ``step``, ``loss``, ``learning_rate``,
+:func:`cdat_core.lab.report.run_summary`): per-step ``step``, ``loss``, ``learning_rate``,
 ``grad_norm`` and per-record ``record_step``, ``sharpness``, ``eos``.
 
 - :func:`plot_runs`: one row of five panels in the style of the paper's Fig. 3 and 6: train
@@ -18,14 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from cdat_core.lab.bases import BASES
+from cdat_core.lab.registry import FieldView
+
 __all__ = ["EDGES", "plot_models", "plot_report", "plot_runs"]
 
-#: Where :math:`\eta\lambda_{\max}` sits at the edge of stability, per base optimizer: 2 for
-#: GD; :math:`2(1 + \beta)` for heavy-ball momentum :math:`\beta = 0.9` (optax's trace); and
-#: :math:`2(1 + \beta_1)/(1 - \beta_1)` for Adam's preconditioned sharpness with
-#: :math:`\beta_1 = 0.9` (Cohen et al., 2022, "Adaptive gradient methods at the edge of
-#: stability"). Plots draw it as a dashed line.
-EDGES = {"gd": 2.0, "momentum": 3.8, "adam": 38.0}
+#: Where :math:`\eta\lambda_{\max}` sits at the edge of stability, per base optimizer (a live
+#: view of :data:`cdat_core.lab.bases.BASES`; see :class:`~cdat_core.lab.bases.BaseSpec`).
+#: Plots draw it as a dashed line.
+EDGES: Mapping[str, float] = FieldView(BASES, lambda spec: spec.edge)
 
 
 def _pyplot() -> Any:

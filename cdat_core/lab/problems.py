@@ -1,15 +1,21 @@
-r"""Test problems for the lab: the full-batch MLP on scikit-learn's bundled digits data.
+r"""Test problems for the lab, and the :data:`PROBLEMS` registry the experiments name them by.
 
 The paper's datasets (CIFAR-10, Tiny Shakespeare, ImageNet) cannot be downloaded here; the
-default problem is scikit-learn's digits (1797 images of 8 x 8 pixels, 10 classes), which is
+lab's problems use scikit-learn's digits (1797 images of 8 x 8 pixels, 10 classes), which is
 bundled with scikit-learn and shows the paper's full-batch findings at CPU scale (see
-``shared/PAPER.md``).
+``shared/PAPER.md``): a tanh MLP (:func:`digits_mlp`) and a small CNN (:func:`digits_cnn`).
+:func:`quadratic` is the identity checks' quadratic with a chosen spectrum.
+
+:data:`PROBLEMS` maps an experiment's ``model`` name to a :class:`ProblemSpec` (a builder
+and a description); to add a problem, register one :class:`ProblemSpec` at the end of this
+file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -17,10 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from cdat_core import testing
+from cdat_core.lab.registry import Registry
 
 __all__ = [
+    "PROBLEMS",
     "DigitsCNN",
     "DigitsMLP",
+    "ProblemSpec",
     "Quadratic",
     "digits_cnn",
     "digits_mlp",
@@ -256,3 +265,52 @@ def subset(problem: Any, num_examples: int) -> Any:
     return problem._replace(
         inputs=problem.inputs[:num_examples], targets=problem.targets[:num_examples]
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The registry: an experiment's ``model`` name -> how to build and describe the problem.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ProblemSpec:
+    """A problem the experiments can name.
+
+    The problem built has ``loss(params, inputs, targets) -> scalar``, ``params`` (the
+    initial weights), ``inputs`` and ``targets`` (whose leading axis indexes the examples).
+    ``seed`` sets the initial weights only: the data is the same for every seed, so runs
+    from several seeds can share it.
+
+    Attributes:
+      name: its name in :data:`PROBLEMS` (an experiment's ``model``).
+      build: ``(size, *, num_examples, seed) -> problem``.
+      describe: ``size -> str``, the problem in words for the report.
+      size: what the experiment's ``size`` means (for ``cdat-core train --hidden``).
+    """
+
+    name: str
+    build: Callable[..., Any]
+    describe: Callable[[Sequence[int]], str]
+    size: str = "hidden widths"
+
+
+#: The problems experiments can name, by name.
+PROBLEMS: Registry[ProblemSpec] = Registry("problem")
+
+
+def _mlp(size: Sequence[int], *, num_examples: int, seed: int) -> DigitsMLP:
+    return subset(digits_mlp(size, seed=seed), num_examples)
+
+
+PROBLEMS.register(
+    ProblemSpec("mlp", _mlp, lambda size: "digits MLP " + "-".join(str(n) for n in (64, *size, 10)))
+)
+
+
+def _cnn(size: Sequence[int], *, num_examples: int, seed: int) -> DigitsCNN:
+    return subset(digits_cnn(size, seed=seed), num_examples)
+
+
+PROBLEMS.register(
+    ProblemSpec("cnn", _cnn, lambda size: f"digits CNN (channels {size[0]}, {size[1]})", "channels")
+)

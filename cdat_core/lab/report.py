@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from cdat_core.lab import train
+from cdat_core.lab.tuners import TUNERS
 
 __all__ = ["label", "run_summary", "sanitize"]
 
@@ -22,7 +23,8 @@ def label(tuner: str, hp: Mapping[str, float]) -> str:
     """The run's name in the report, e.g. ``"cdat σ=2"`` or ``"constant η=0.0462"``.
 
     Args:
-      tuner: the tuner's name.
+      tuner: a name in :data:`cdat_core.lab.tuners.TUNERS` (its spec says which number and
+        symbol name the run).
       hp: its numbers.
 
     Returns:
@@ -34,17 +36,7 @@ def label(tuner: str, hp: Mapping[str, float]) -> str:
       ...     "max_learning_rate": 100.0})
       ('cdat σ=2', 'polyak η_max=100')
     """
-    if tuner in ("cdat", "greedy", "sharpness"):
-        return f"{'cdat' if tuner == 'greedy' else tuner} σ={hp['sigma']:g}"
-    keys = {
-        "constant": ("η", "learning_rate", ".3g"),
-        "warmup_cosine": ("peak", "peak_learning_rate", ".3g"),
-        "linesearch": ("c", "c", "g"),
-        "polyak": ("η_max", "max_learning_rate", "g"),
-        "hypergradient": ("β", "beta", "g"),
-    }
-    name, key, fmt = keys[tuner]
-    return f"{tuner} {name}={format(hp[key], fmt)}"
+    return TUNERS.lookup(tuner).run_label(hp)
 
 
 def run_summary(

@@ -1,45 +1,38 @@
-r"""The tuners the lab compares, on the base optimizers it uses, and the C.3 selection rule.
+r"""The tuners the lab compares: the :data:`TUNERS` registry, and the C.3 selection rule.
 
 A *tuner* sets the learning rate :math:`\eta_t` that scales a base optimizer's direction
-:math:`u_t` (the updates of the base optimizer at learning rate 1). The registry:
-
-=================  =====================================================  ==================
-name               learning rate                                          numbers (traced)
-=================  =====================================================  ==================
-``constant``       :math:`\eta` (tuned on a grid, appendix C.3)           ``learning_rate``
-``warmup_cosine``  linear warm-up then cosine decay to 0                  ``peak_learning_rate``
-``linesearch``     backtracking, eq (1) and appendix C.3                  ``c``, ``delta``,
-                                                                          ``decrease_factor``,
-                                                                          ``increase_factor``
-``greedy``         CDAT with :math:`\sigma = 1`, eq (3)                   ``sigma``, ``ema_decay``
-``cdat``           CDAT, eq (8)                                           ``sigma``, ``ema_decay``
-``polyak``         Polyak step, eq (14)                                   ``max_learning_rate``
-``hypergradient``  hyper-gradient descent, eq (15)                        ``beta``,
-                                                                          ``initial_learning_rate``
-``sharpness``      :math:`\sigma/\lambda_{\max}`, eq (16)                 ``sigma``
-=================  =====================================================  ==================
-
-Base optimizers (appendix C.3: optax defaults): ``gd`` (``optax.sgd(1.0)``, :math:`u =
--\nabla f`), ``momentum`` (``optax.sgd(1.0, momentum=0.9)``) and ``adam`` (``optax.adam(1.0)``,
-:math:`\beta_1 = 0.9`, :math:`\beta_2 = 0.999`, :math:`\varepsilon = 10^{-8}`).
+:math:`u_t` (the updates of a :data:`~cdat_core.lab.bases.BASES` optimizer at learning rate
+1). Each :class:`TunerSpec` holds the tuner's rule (with the paper's equation), its traced
+numbers with their defaults (the paper's where it gives one), its structural settings, the
+label of its runs in the report, and the builder of its optax transformation; ``cdat-core
+list`` prints the registry. To add a tuner, register one :class:`TunerSpec` below.
 
 :func:`factory` returns ``hyperparams -> transformation`` (cached, so the lab's
 :func:`~cdat_core.lab.train.sweep` compiles once per tuner and base and runs a whole grid in
-one program); :func:`make` builds one transformation from Python numbers.
+one program); :func:`make` builds one transformation from Python numbers; :func:`select_best`
+is the selection rule of appendix C.3 and :func:`grid` its learning-rate grid.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import types
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from cdat_core.lab.train import History, adam_preconditioner, last_iterates_loss
+from cdat_core.lab.bases import BASES, preconditioner
+from cdat_core.lab.registry import FieldView, Registry
+from cdat_core.lab.schedules import (
+    ScaleByScheduledLearningRateState,
+    scale_by_scheduled_learning_rate,
+)
+from cdat_core.lab.train import History, last_iterates_loss
 from cdat_core.transforms import (
     scale_by_cdat,
     scale_by_hypergradient,
@@ -53,6 +46,7 @@ __all__ = [
     "DEFAULTS",
     "TUNERS",
     "ScaleByScheduledLearningRateState",
+    "TunerSpec",
     "factory",
     "grid",
     "make",
@@ -61,170 +55,249 @@ __all__ = [
     "select_best",
 ]
 
-PyTree = Any
-Schedule = Callable[[jax.Array], jax.Array]
-
-#: Base optimizers at learning rate 1 (the direction :math:`u`).
-BASES: dict[str, Callable[[], optax.GradientTransformation]] = {
-    "gd": lambda: optax.sgd(1.0),
-    "momentum": lambda: optax.sgd(1.0, momentum=0.9),
-    "adam": lambda: optax.adam(1.0, b1=0.9, b2=0.999, eps=1e-8),
-}
-
-#: Default numbers of each tuner (the paper's where it gives one).
-DEFAULTS: dict[str, dict[str, float]] = {
-    "constant": {"learning_rate": 1e-2},
-    "warmup_cosine": {"peak_learning_rate": 1e-2},
-    # Appendix C.3 grid point c = 1e-4 (Armijo), c₋ = 0.8, c₊ = 4 (restart at 4x the last η).
-    "linesearch": {"c": 1e-4, "delta": 0.0, "decrease_factor": 0.8, "increase_factor": 4.0},
-    "greedy": {"sigma": 1.0, "ema_decay": 0.0},
-    "cdat": {"sigma": 2.0, "ema_decay": 0.0},
-    "polyak": {"max_learning_rate": 1.0},
-    "hypergradient": {"beta": 1e-2, "initial_learning_rate": 1e-2},
-    "sharpness": {"sigma": 2.0},
-}
-
-TUNERS = tuple(DEFAULTS)
+Numbers = Mapping[str, Any]
 
 
-class ScaleByScheduledLearningRateState(NamedTuple):
-    r"""State of :func:`scale_by_scheduled_learning_rate`.
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return types.MappingProxyType(dict(mapping))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TunerSpec:
+    r"""A tuner: its rule, its numbers, and how to build it.
 
     Attributes:
-      learning_rate: :math:`\eta_t` of the last update (0 before any).
-      count: number of updates made.
+      name: its name in :data:`TUNERS`.
+      rule: the learning rate it sets, with the paper's equation.
+      build: ``(numbers, static) -> optax transformation`` that scales the direction
+        :math:`u_t`; ``numbers`` holds the keys of ``defaults`` (traced, possibly batched
+        under ``vmap``), ``static`` those of ``static`` (Python values).
+      defaults: traced numbers and their defaults; a sweep varies them without recompiling.
+      static: structural settings and their defaults (``None``: required, no default);
+        each distinct value compiles its own program.
+      label: ``(symbol, number, format)`` of the run's label in the report, e.g.
+        ``("σ", "sigma", "g")`` for ``"cdat σ=2"``.
+      label_name: the tuner's name in labels (default ``name``; ``greedy`` runs are
+        labelled as ``cdat`` runs).
+      designates: name -> numbers: a run of a grid of this tuner with these numbers is
+        also the report's ``selected[name]`` (CDAT's σ=1 run is the greedy tuner's).
     """
 
-    learning_rate: jax.Array
-    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
+    name: str
+    rule: str
+    build: Callable[[Numbers, Numbers], optax.GradientTransformation]
+    defaults: Numbers
+    label: tuple[str, str, str]
+    static: Numbers = dataclasses.field(default_factory=dict)
+    label_name: str = ""
+    designates: Mapping[str, Numbers] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "defaults", _frozen(self.defaults))
+        object.__setattr__(self, "static", _frozen(self.static))
+        designates = {k: _frozen(v) for k, v in self.designates.items()}
+        object.__setattr__(self, "designates", _frozen(designates))
+        if self.label[1] not in self.defaults:
+            raise ValueError(f"tuner {self.name!r}: label number {self.label[1]!r} not in defaults")
+
+    def run_label(self, numbers: Numbers) -> str:
+        """The run's name in the report, e.g. ``"cdat σ=2"`` or ``"constant η=0.0462"``."""
+        symbol, key, fmt = self.label
+        return f"{self.label_name or self.name} {symbol}={format(numbers[key], fmt)}"
 
 
-def scale_by_scheduled_learning_rate(
-    learning_rate: float | jax.Array | Schedule,
-) -> optax.GradientTransformationExtraArgs:
-    r"""Scale the direction by a constant or scheduled :math:`\eta_t`, and record it.
-
-    The update is :math:`\eta_t u_t` with :math:`\eta_t` = ``learning_rate(t)`` (a schedule)
-    or ``learning_rate`` (a number), and :math:`u_t` the incoming updates (already a descent
-    direction, e.g. from ``optax.sgd(1.0)``: unlike ``optax.scale_by_learning_rate`` the sign
-    is not flipped). The state keeps :math:`\eta_t` in its ``learning_rate`` field, so the
-    lab reads the step of a constant learning rate like that of any tuner.
-
-    Args:
-      learning_rate: a number or an optax schedule ``count -> learning rate``.
-
-    Returns:
-      An :class:`optax.GradientTransformationExtraArgs` (extra arguments are ignored).
-
-    Example:
-      >>> import jax.numpy as jnp, optax
-      >>> from cdat_core.lab import tuners
-      >>> opt = optax.chain(optax.sgd(1.0), tuners.scale_by_scheduled_learning_rate(0.5))
-      >>> updates, state = opt.update(jnp.array([2.0]), opt.init(jnp.zeros(1)))
-      >>> updates.tolist(), float(optax.tree.get(state, "learning_rate"))
-      ([-1.0], 0.5)
-    """
-
-    def schedule(count: jax.Array) -> Any:
-        return learning_rate(count) if callable(learning_rate) else learning_rate
-
-    def init_fn(params: PyTree) -> ScaleByScheduledLearningRateState:
-        dtype = jnp.result_type(*jax.tree.leaves(params))
-        return ScaleByScheduledLearningRateState(jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
-
-    def update_fn(
-        updates: PyTree,
-        state: ScaleByScheduledLearningRateState,
-        params: PyTree | None = None,
-        **extra_args: Any,
-    ) -> tuple[PyTree, ScaleByScheduledLearningRateState]:
-        del params, extra_args
-        eta = jnp.asarray(schedule(state.count)).astype(state.learning_rate.dtype)
-        updates = jax.tree.map(lambda u: eta.astype(u.dtype) * u, updates)
-        return updates, ScaleByScheduledLearningRateState(eta, optax.safe_increment(state.count))
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+#: The tuners, by name (iterating gives the names, in registration order).
+TUNERS: Registry[TunerSpec] = Registry("tuner")
 
 
-def _scaling(
-    tuner: str, hp: Mapping[str, Any], static: Mapping[str, Any]
-) -> optax.GradientTransformation:
-    if tuner == "constant":
-        return scale_by_scheduled_learning_rate(hp["learning_rate"])
-    if tuner == "warmup_cosine":
-        num_steps = int(static["num_steps"])
-        warmup = max(1, round(float(static.get("warmup_fraction", 0.1)) * num_steps))
-        # The shape is built at peak 1 and scaled, so the peak may be traced (optax's
-        # schedule tests ``peak_value == 0`` in Python).
-        shape = optax.warmup_cosine_decay_schedule(
-            init_value=0.0, peak_value=1.0, warmup_steps=warmup, decay_steps=num_steps
-        )
-        peak = hp["peak_learning_rate"]
+def _constant(hp: Numbers, static: Numbers) -> optax.GradientTransformation:
+    return scale_by_scheduled_learning_rate(hp["learning_rate"])
 
-        def schedule(count: jax.Array) -> jax.Array:
-            dtype = jnp.result_type(peak)
-            # a float count: optax's schedules mix it with floats (strict promotion safe)
-            return peak * jnp.asarray(shape(jnp.asarray(count).astype(dtype))).astype(dtype)
 
-        return scale_by_scheduled_learning_rate(schedule)
-    if tuner == "linesearch":
-        return scale_by_linesearch(
-            c=hp["c"],
-            delta=hp["delta"],
-            decrease_factor=hp["decrease_factor"],
-            increase_factor=hp["increase_factor"],
-            max_steps=int(static.get("max_steps", 30)),
-        )
-    if tuner in ("greedy", "cdat"):
-        return scale_by_cdat(hp["sigma"], ema_decay=hp["ema_decay"])
-    if tuner == "polyak":
-        return scale_by_polyak(max_learning_rate=hp["max_learning_rate"])
-    if tuner == "hypergradient":
-        return scale_by_hypergradient(hp["beta"], initial_learning_rate=hp["initial_learning_rate"])
-    if tuner == "sharpness":
-        return scale_by_sharpness(hp["sigma"], num_iters=int(static.get("num_iters", 10)))
-    raise ValueError(f"unknown tuner {tuner!r}; choose one of {TUNERS}")
+TUNERS.register(
+    TunerSpec(
+        "constant",
+        "η, tuned on a grid (appendix C.3)",
+        _constant,
+        {"learning_rate": 1e-2},
+        ("η", "learning_rate", ".3g"),
+    )
+)
+
+
+def _warmup_cosine(hp: Numbers, static: Numbers) -> optax.GradientTransformation:
+    num_steps = int(static["num_steps"])
+    warmup = max(1, round(float(static["warmup_fraction"]) * num_steps))
+    # The shape is built at peak 1 and scaled, so the peak may be traced (optax's
+    # schedule tests ``peak_value == 0`` in Python).
+    shape = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=1.0, warmup_steps=warmup, decay_steps=num_steps
+    )
+    peak = hp["peak_learning_rate"]
+
+    def schedule(count: jax.Array) -> jax.Array:
+        dtype = jnp.result_type(peak)
+        # a float count: optax's schedules mix it with floats (strict promotion safe)
+        return peak * jnp.asarray(shape(jnp.asarray(count).astype(dtype))).astype(dtype)
+
+    return scale_by_scheduled_learning_rate(schedule)
+
+
+TUNERS.register(
+    TunerSpec(
+        "warmup_cosine",
+        "linear warm-up over warmup_fraction of num_steps, then cosine decay to 0",
+        _warmup_cosine,
+        {"peak_learning_rate": 1e-2},
+        ("peak", "peak_learning_rate", ".3g"),
+        static={"num_steps": None, "warmup_fraction": 0.1},
+    )
+)
+
+
+def _linesearch(hp: Numbers, static: Numbers) -> optax.GradientTransformation:
+    return scale_by_linesearch(
+        c=hp["c"],
+        delta=hp["delta"],
+        decrease_factor=hp["decrease_factor"],
+        increase_factor=hp["increase_factor"],
+        max_steps=int(static["max_steps"]),
+    )
+
+
+TUNERS.register(
+    TunerSpec(
+        "linesearch",
+        "backtracking, eq (1) and appendix C.3",
+        _linesearch,
+        # Appendix C.3 grid point c = 1e-4 (Armijo), c₋ = 0.8, c₊ = 4 (restart at 4x the last η).
+        {"c": 1e-4, "delta": 0.0, "decrease_factor": 0.8, "increase_factor": 4.0},
+        ("c", "c", "g"),
+        static={"max_steps": 30},
+    )
+)
+
+
+def _cdat(hp: Numbers, static: Numbers) -> optax.GradientTransformation:
+    return scale_by_cdat(hp["sigma"], ema_decay=hp["ema_decay"])
+
+
+TUNERS.register(
+    TunerSpec(
+        "greedy",
+        "CDAT with σ = 1, eq (3)",
+        _cdat,
+        {"sigma": 1.0, "ema_decay": 0.0},
+        ("σ", "sigma", "g"),
+        label_name="cdat",
+    )
+)
+TUNERS.register(
+    TunerSpec(
+        "cdat",
+        "CDAT, eq (8)",
+        _cdat,
+        {"sigma": 2.0, "ema_decay": 0.0},
+        ("σ", "sigma", "g"),
+        designates={"greedy": {"sigma": 1.0}, "cdat": {"sigma": 2.0}},
+    )
+)
+
+
+def _polyak(hp: Numbers, static: Numbers) -> optax.GradientTransformation:
+    return scale_by_polyak(max_learning_rate=hp["max_learning_rate"])
+
+
+TUNERS.register(
+    TunerSpec(
+        "polyak",
+        "Polyak step, eq (14)",
+        _polyak,
+        {"max_learning_rate": 1.0},
+        ("η_max", "max_learning_rate", "g"),
+    )
+)
+
+
+def _hypergradient(hp: Numbers, static: Numbers) -> optax.GradientTransformation:
+    return scale_by_hypergradient(hp["beta"], initial_learning_rate=hp["initial_learning_rate"])
+
+
+TUNERS.register(
+    TunerSpec(
+        "hypergradient",
+        "hyper-gradient descent, eq (15)",
+        _hypergradient,
+        {"beta": 1e-2, "initial_learning_rate": 1e-2},
+        ("β", "beta", "g"),
+    )
+)
+
+
+def _sharpness(hp: Numbers, static: Numbers) -> optax.GradientTransformation:
+    return scale_by_sharpness(hp["sigma"], num_iters=int(static["num_iters"]))
+
+
+TUNERS.register(
+    TunerSpec(
+        "sharpness",
+        "σ/λ_max, eq (16), λ_max by num_iters Lanczos steps",
+        _sharpness,
+        {"sigma": 2.0},
+        ("σ", "sigma", "g"),
+        static={"num_iters": 10},
+    )
+)
+
+#: Default numbers of each tuner (a live view of :data:`TUNERS`).
+DEFAULTS: Mapping[str, Numbers] = FieldView(TUNERS, lambda spec: dict(spec.defaults))
 
 
 @functools.lru_cache(maxsize=128)
 def _factory(
-    tuner: str, base: str, static: tuple[tuple[str, Any], ...]
-) -> Callable[[Mapping[str, Any]], optax.GradientTransformation]:
-    if tuner not in DEFAULTS:
-        raise ValueError(f"unknown tuner {tuner!r}; choose one of {TUNERS}")
-    if base not in BASES:
-        raise ValueError(f"unknown base optimizer {base!r}; choose one of {tuple(BASES)}")
-    if tuner == "warmup_cosine" and "num_steps" not in dict(static):
-        raise ValueError("the warmup_cosine tuner needs num_steps= (its horizon).")
+    tuner: TunerSpec, base: Any, settings: tuple[tuple[str, Any], ...]
+) -> Callable[[Numbers], optax.GradientTransformation]:
+    static = dict(settings)
 
-    def build(hp: Mapping[str, Any]) -> optax.GradientTransformation:
-        return optax.chain(BASES[base](), _scaling(tuner, hp, dict(static)))
+    def build(hp: Numbers) -> optax.GradientTransformation:
+        return optax.chain(base.build(), tuner.build(hp, static))
 
     return build
 
 
 def factory(
     tuner: str, base: str = "gd", **static: Any
-) -> Callable[[Mapping[str, Any]], optax.GradientTransformation]:
+) -> Callable[[Numbers], optax.GradientTransformation]:
     """``hyperparams -> optax transformation`` for a tuner on a base optimizer (cached).
 
     Args:
       tuner: a name in :data:`TUNERS`.
       base: a name in :data:`BASES`.
-      **static: structural settings: ``num_steps`` and ``warmup_fraction`` (default 0.1)
-        for ``warmup_cosine``, ``max_steps`` (30) for ``linesearch``, ``num_iters`` (10)
-        for ``sharpness``.
+      **static: structural settings, the keys of ``TUNERS[tuner].static`` (e.g.
+        ``num_steps`` and ``warmup_fraction`` for ``warmup_cosine``, ``max_steps`` for
+        ``linesearch``, ``num_iters`` for ``sharpness``); missing ones take their defaults.
 
     Returns:
       A function of a dict with the keys of ``DEFAULTS[tuner]``; the same arguments give the
       same function, so compilations keyed on it are reused.
+
+    Raises:
+      ValueError: an unknown tuner, base or setting, or a required setting missing.
 
     Example:
       >>> from cdat_core.lab import tuners
       >>> tuners.factory("cdat", "adam") is tuners.factory("cdat", "adam")
       True
     """
-    return _factory(tuner, base, tuple(sorted(static.items())))
+    spec, base_spec = TUNERS.lookup(tuner), BASES.lookup(base)
+    unknown = sorted(set(static) - set(spec.static))
+    if unknown:
+        raise ValueError(f"the {tuner} tuner has no settings {unknown}; it has {list(spec.static)}")
+    settings = {**spec.static, **static}
+    missing = [k for k, v in settings.items() if v is None]
+    if missing:
+        raise ValueError(f"the {tuner} tuner needs {', '.join(k + '=' for k in missing)}")
+    return _factory(spec, base_spec, tuple(sorted(settings.items())))
 
 
 def make(tuner: str, base: str = "gd", *, static: Mapping[str, Any] | None = None, **hp: float):
@@ -250,28 +323,11 @@ def make(tuner: str, base: str = "gd", *, static: Mapping[str, Any] | None = Non
       >>> float(optax.tree.get(state, "learning_rate"))
       0.5
     """
-    unknown = set(hp) - set(DEFAULTS.get(tuner, {}))
+    spec = TUNERS.lookup(tuner)
+    unknown = set(hp) - set(spec.defaults)
     if unknown:
         raise ValueError(f"tuner {tuner!r} has no numbers {sorted(unknown)}")
-    numbers = {**DEFAULTS[tuner], **hp} if tuner in DEFAULTS else hp
-    return factory(tuner, base, **(static or {}))(numbers)
-
-
-def preconditioner(base: str) -> Callable[[Any], PyTree] | None:
-    """The sharpness preconditioner of a base optimizer: Adam's, else ``None``.
-
-    Args:
-      base: a name in :data:`BASES`.
-
-    Returns:
-      :func:`cdat_core.lab.train.adam_preconditioner` for ``adam``, else ``None``.
-
-    Example:
-      >>> from cdat_core.lab import tuners
-      >>> tuners.preconditioner("gd") is None, tuners.preconditioner("adam") is not None
-      (True, True)
-    """
-    return adam_preconditioner(b2=0.999, eps=1e-8) if base == "adam" else None
+    return factory(tuner, base, **(static or {}))({**spec.defaults, **hp})
 
 
 def grid(center: float, exponents: Sequence[int]) -> list[float]:

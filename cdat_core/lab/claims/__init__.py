@@ -1,12 +1,24 @@
 r"""The paper's claims as tests on measured runs: each one PASS, FAIL (with its numbers) or N/A.
 
-:func:`evaluate_claims` reads plain data (the ``results`` dict :mod:`cdat_core.lab.verify`
-writes to its JSON report; see :func:`evaluate_claims` for the layout) and returns one
-:class:`Claim` per statement of the paper that the lab checks. Nothing here runs an
-experiment, so tests can feed synthetic runs in which a claim must fail.
+A claim is declared once, with the runs it needs, by the :func:`claim` decorator
+(:mod:`~cdat_core.lab.claims.registry`), in the module of its part of the paper:
+
+- :mod:`~cdat_core.lab.claims.identities`: eqs (3) and (7) on a quadratic (``I*``);
+- :mod:`~cdat_core.lab.claims.full_batch`: findings 1-3 on the GD runs (``F1*``-``F3*``);
+- :mod:`~cdat_core.lab.claims.other_tuners`: Polyak, hyper-gradient, σ/λ_max, schedules
+  (``B.*``);
+- :mod:`~cdat_core.lab.claims.base_optimizers`: finding 3 with momentum, Adam, a CNN;
+- :mod:`~cdat_core.lab.claims.simplified_models`: the models of eqs (4)-(10) (``D*``);
+- :mod:`~cdat_core.lab.claims.costs`: the cost of CDAT (``C*``);
+
+(mini-batch and cheap-curvature claims get modules of their own). Modules are imported
+below in report order. :func:`evaluate_claims` reads plain data (the ``results`` dict
+:mod:`cdat_core.lab.verify` writes to its JSON report) and returns one :class:`Claim` per
+registered claim; nothing here runs an experiment, so tests can feed synthetic runs in which
+a claim must fail; :func:`cdat_core.lab.plans.build_plan` reads the claims' needs.
 
 Thresholds were fixed from the paper's wording before the runs, and are not tuned to make a
-claim pass. The conventions, used everywhere below:
+claim pass (:mod:`~cdat_core.lab.claims.criteria`). The conventions, used everywhere:
 
 * "rises" / "falls": by at least :data:`CHANGE` (10 %) between the two windows compared, a
   margin well above the sharpness estimate's accuracy (Lanczos residual 1e-3) and the
@@ -20,69 +32,48 @@ claim pass. The conventions, used everywhere below:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from cdat_core.lab import _claims_findings, _claims_more
-from cdat_core.lab._claim_tools import ABOUT, CHANGE, EDGE_TOLERANCE, ON_PAR, Claim, Context
+from cdat_core.lab.claims.criteria import ABOUT, CHANGE, EDGE_TOLERANCE, ON_PAR
+from cdat_core.lab.claims.registry import (
+    BOTH,
+    CLAIMS,
+    FULL_ONLY,
+    Claim,
+    ClaimSpec,
+    claim,
+    evaluate_claims,
+)
+
+# The parts of the paper, in report order: importing a module registers its claims.
+from cdat_core.lab.claims import identities  # isort: skip
+from cdat_core.lab.claims import full_batch  # isort: skip
+from cdat_core.lab.claims import other_tuners  # isort: skip
+from cdat_core.lab.claims import base_optimizers  # isort: skip
+from cdat_core.lab.claims import simplified_models  # isort: skip
+from cdat_core.lab.claims import costs  # isort: skip
 
 __all__ = [
     "ABOUT",
+    "BOTH",
     "CHANGE",
+    "CLAIMS",
     "EDGE_TOLERANCE",
+    "FULL_ONLY",
     "ON_PAR",
     "Claim",
+    "ClaimSpec",
+    "base_optimizers",
+    "claim",
+    "costs",
     "evaluate_claims",
     "format_table",
+    "full_batch",
+    "identities",
+    "other_tuners",
+    "simplified_models",
     "summary",
 ]
-
-
-def evaluate_claims(results: Mapping[str, Any]) -> list[Claim]:
-    r"""Evaluate every claim on measured results (plain data: dicts, lists, numbers).
-
-    Layout read (any part may be missing; its claims are then N/A):
-
-    - ``budget``: ``"quick"`` or ``"full"``;
-    - ``identity``: ``sharpness``, ``smallest_eigenvalue``, ``on_edge_aligned``,
-      ``greedy_aligned``, ``on_edge_random`` (list), ``model_gap_random`` (list);
-    - ``experiments``: name (``gd``, ``momentum``, ``adam``, ``cnn_gd``) ->
-      ``{"description", "runs": {label: run}, "selected": {tuner: label}}``; labels
-      ``"cdat σ=2"``, ``"cdat σ=1"``, ``"sharpness σ=3"``, ...; a run has ``tuner``,
-      ``hyperparams``, ``num_steps``, ``initial_sharpness``, ``final_loss`` (C.3 score), the
-      per-step series ``step``, ``loss``, ``learning_rate`` and the per-record series
-      ``record_step``, ``sharpness``, ``eos``;
-    - ``models``: ``constant``, ``classical``, ``cdat_2``, ``cdat_1.9`` -> trajectories
-      (``learning_rate``, ``sharpness``, ``y``, ``p``, ``diverged``);
-    - ``costs``: ``{"description", "ratios": {"directional_curvature/objective flops": ...}}``.
-
-    Args:
-      results: the results.
-
-    Returns:
-      The claims, in report order.
-
-    Example:
-      >>> from cdat_core.lab import claims
-      >>> out = claims.evaluate_claims({"budget": "test", "costs": {"ratios": {
-      ...     "directional_curvature/objective flops": 3.2,
-      ...     "sgd+cdat/sgd wall": 5.0}}})
-      >>> {c.id: c.status for c in out if c.group == "cost"}  # doctest: +NORMALIZE_WHITESPACE
-      {'C1.curvature_flops': 'PASS', 'C2.curvature_memory': 'N/A',
-       'C3.curvature_wall_time': 'N/A', 'C4.cdat_step_wall_time': 'FAIL',
-       'C5.cdat_step_flops': 'N/A', 'C6.forward_mode_memory': 'N/A'}
-    """
-    ctx = Context(results)
-    return [
-        *_claims_more.identity_claims(ctx),
-        *_claims_findings.finding1(ctx),
-        *_claims_findings.finding2(ctx),
-        *_claims_findings.finding3(ctx),
-        *_claims_more.other_tuners(ctx),
-        *_claims_more.bases(ctx),
-        *_claims_more.model_claims(ctx),
-        *_claims_more.cost_claims(ctx),
-    ]
 
 
 def summary(claims: Sequence[Claim]) -> dict[str, int]:
@@ -100,8 +91,8 @@ def summary(claims: Sequence[Claim]) -> dict[str, int]:
       True
     """
     out = {"PASS": 0, "FAIL": 0, "N/A": 0}
-    for claim in claims:
-        out[claim.status] += 1
+    for c in claims:
+        out[c.status] += 1
     return out
 
 
