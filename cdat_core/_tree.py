@@ -154,13 +154,18 @@ def normal_like(key: jax.Array, tree: PyTree) -> PyTree:
 def check_structural_int(value: Any, name: str) -> int:
     """Return ``value`` as a Python int >= 1, or raise: structural settings bound at trace time.
 
-    ``TypeError`` for a traced value, a bool or a non-integer; ``ValueError`` below 1.
+    ``TypeError`` for a traced value, a bool or a non-integer; ``ValueError`` below 1. A traced
+    value most often comes from ``optax.inject_hyperparams``, which traces every numeric
+    argument unless it is named in ``static_args``: the message says so.
     """
-    if isinstance(value, jax.core.Tracer) or isinstance(value, bool):
+    if isinstance(value, jax.core.Tracer):
         raise TypeError(
-            f"{name} is structural: pass a Python int (it is bound at trace time), "
-            f"got {type(value).__name__}."
+            f"{name} is structural: pass a Python int (it is bound at trace time), got a traced "
+            f"{type(value).__name__}. Under optax.inject_hyperparams, name it in static_args: "
+            f"optax.inject_hyperparams(..., static_args=({name!r},))."
         )
+    if isinstance(value, bool):
+        raise TypeError(f"{name} is structural: pass a Python int, got {value!r}.")
     try:
         out = operator.index(value)
     except TypeError:

@@ -4,7 +4,10 @@ r"""Private pieces shared by the tuners of :mod:`cdat_core.transforms`.
   only the extra arguments its signature names;
 - ``_value_and_grad``: :math:`f(w)` and :math:`\nabla f(w)` from the extra arguments
   ``value`` and ``grad`` when given, else computed from ``value_fn``;
-- ``_check_params`` / ``_scalar_dtype``: argument checks and the dtype of the scalar state;
+- ``_check_params`` / ``_scalar_dtype``: argument checks (params as arrays of floats) and the
+  dtype of the scalar state;
+- ``_check_hyperparameter``: build-time range checks of Python-number hyperparameters, with a
+  ``ValueError`` that names the argument; ``_all_finite``: the finiteness flag of a step;
 - ``_scaled``: the update :math:`\eta u` where it is taken, exactly zero elsewhere (by
   ``where``, never by multiplying).
 """
@@ -12,11 +15,13 @@ r"""Private pieces shared by the tuners of :mod:`cdat_core.transforms`.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cdat_core import _tree
 
@@ -49,20 +54,46 @@ def _objective(value_fn: Callable[..., Any] | None, extra_args: dict[str, Any], 
     return lambda p: value_fn(p, **kwargs)
 
 
-def _check_params(params: PyTree, updates: PyTree, name: str) -> None:
+def _check_params(params: PyTree, updates: PyTree, name: str) -> tuple[PyTree, PyTree]:
+    """Check ``params`` and ``updates``; return both with every leaf as a JAX array.
+
+    Python-float leaves work (they become weakly typed arrays); integer leaves, a missing
+    ``params`` or ``updates`` unlike ``params`` raise an error that names the argument.
+    """
     if params is None:
         raise TypeError(f"{name}.update needs params (the point the objective is evaluated at).")
-    _tree.match_dtypes(params, updates, "updates")
+    params = _as_arrays(params)
+    updates = _tree.match_dtypes(params, _as_arrays(updates), "updates")
+    return params, updates
+
+
+def _as_arrays(tree: PyTree) -> PyTree:
+    """Every leaf as a JAX array (Python and NumPy numbers included)."""
+    return jax.tree.map(jnp.asarray, tree)
 
 
 def _scalar_dtype(params: PyTree) -> Any:
+    """The dtype of a tuner's scalar state; raises ``TypeError`` for non-float ``params``."""
+    _tree.check_float_tree(params, "params")
     return _tree.accumulation_dtype(*(jnp.result_type(x) for x in jax.tree.leaves(params)))
 
 
 def _scaled(learning_rate: jax.Array, updates: PyTree, take: jax.Array) -> PyTree:
-    """``learning_rate * updates`` where ``take`` holds, exactly zero elsewhere."""
+    """``learning_rate * updates`` where ``take`` holds and the rate is not 0, else +0 exactly."""
+    take = take & (learning_rate != 0)
     safe = jnp.where(take, learning_rate, 0.0)
     return _tree.where(take, _tree.scale(safe, updates), _tree.zeros_like(updates))
+
+
+def _check_scalar_value(value: Any) -> jax.Array:
+    """``value`` (the extra argument, :math:`f(w)`) as a scalar array, or a ``ValueError``."""
+    value = jnp.asarray(value)
+    if value.shape != ():
+        raise ValueError(
+            f"value must be a scalar, f(params); got an array of shape {value.shape} "
+            f"(reduce the loss, e.g. with jnp.mean, before passing it as value=)."
+        )
+    return value
 
 
 def _value_and_grad(
@@ -72,9 +103,79 @@ def _value_and_grad(
     value: Any,
     grad: Any,
     name: str,
-) -> tuple[Callable[[PyTree], Any], jax.Array, PyTree]:
-    """The objective, and f(w) and ∇f(w): from the extra arguments when given, else computed."""
-    fun = _objective(value_fn, extra_args, name)
+    *,
+    need_objective: bool = True,
+) -> tuple[Callable[[PyTree], Any] | None, jax.Array, PyTree]:
+    r"""The objective, and f(w) and ∇f(w): from the extra arguments when given, else computed.
+
+    With ``need_objective=False`` (a tuner that only needs :math:`f(w)` and
+    :math:`\nabla f(w)`, as ``optax.polyak_sgd`` is called) ``value_fn`` may be omitted when
+    ``value`` and ``grad`` are both given; the objective returned is then ``None``. A non-scalar
+    ``value`` raises a ``ValueError`` that names it.
+    """
+    fun = None
+    if need_objective or value is None or grad is None:
+        fun = _objective(value_fn, extra_args, name)
     if value is None or grad is None:
+        assert fun is not None
         value, grad = jax.value_and_grad(_tree.scalar_output(fun, "value_fn"))(params)
-    return fun, jnp.asarray(value), _tree.match_dtypes(params, grad, "grad")
+    return fun, _check_scalar_value(value), _tree.match_dtypes(params, grad, "grad")
+
+
+# --------------------------------------------------------------------------------------------
+# Hyperparameters: Python numbers are checked when the transformation is built; traced ones
+# (optax.inject_hyperparams) are sanitised by each tuner and documented on its factory.
+# --------------------------------------------------------------------------------------------
+
+
+def _python_number(value: Any) -> float | None:
+    """``value`` as a float when it is a Python or NumPy number (not a bool), else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float | np.integer | np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "iuf":
+        return float(value)
+    return None
+
+
+def _check_hyperparameter(
+    name: str,
+    argument: str,
+    value: Any,
+    *,
+    low: float | None = 0.0,
+    below: float | None = None,
+    allow_inf: bool = False,
+) -> None:
+    """Raise ``ValueError`` naming ``argument`` when a Python-number ``value`` is out of range.
+
+    The range is ``[low, below)`` (either end may be ``None``); NaN is always rejected and
+    ``inf`` only allowed with ``allow_inf``. Traced and JAX-array values are not checked here.
+    """
+    x = _python_number(value)
+    if x is None:
+        return
+    if low is None and below is None:
+        wanted = "a finite number"
+    elif below is None:
+        wanted = f">= {low:g}" + (" (inf allowed)" if allow_inf else " and finite")
+    else:
+        wanted = f"in [{low:g}, {below:g})"
+    bad = (
+        math.isnan(x)
+        or (math.isinf(x) and not (allow_inf and x > 0))
+        or (low is not None and x < low)
+        or (below is not None and x >= below)
+    )
+    if bad:
+        raise ValueError(f"{name}: {argument} must be {wanted}, got {value!r}.")
+
+
+def _all_finite(*xs: Any) -> jax.Array:
+    """True when every scalar or pytree in ``xs`` is finite (``None`` counts as finite)."""
+    out = jnp.asarray(True)
+    for x in xs:
+        if x is not None:
+            out = out & _tree.all_finite(x)
+    return out

@@ -14,10 +14,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cdat_core import _tree
 from cdat_core.curvature import directional_curvature
 from cdat_core.rules import cdat_learning_rate, ema
-from cdat_core.transforms._common import PyTree, _check_params, _objective, _scalar_dtype, _scaled
+from cdat_core.transforms._common import (
+    PyTree,
+    _all_finite,
+    _check_hyperparameter,
+    _check_params,
+    _objective,
+    _scalar_dtype,
+    _scaled,
+)
 
 __all__ = ["ScaleByCdatState", "cdat", "scale_by_cdat"]
 
@@ -33,8 +40,9 @@ class ScaleByCdatState(NamedTuple):
       value: :math:`f(w_t)` at the last update.
       slope: :math:`\nabla f(w_t)^\top u_t` at the last update.
       curvature: :math:`u_t^\top \nabla^2 f(w_t) u_t` at the last update.
-      finite: whether the last update's value, slope, curvature and direction were finite
-        (when not, the update was zero and the averages were left unchanged).
+      finite: whether the last update's value, slope, curvature, direction, params,
+        hyperparameters and new averages were all finite (when not, the update was exactly
+        zero, ``learning_rate`` records 0 and the averages were left unchanged).
       num_updates: number of updates made.
     """
 
@@ -77,16 +85,32 @@ def scale_by_cdat(
     exactly the un-averaged rule :math:`\sigma n_0/d_0`, and every step is the ratio of the
     bias-corrected averages. :math:`\beta = 0` (the default) is the plain rule (8).
 
+    *Bad input.* A non-finite value, slope, curvature, direction or param, or new averages
+    that would not be finite, give :math:`\eta_t = 0` and an exactly zero update (selected
+    with ``where``), recorded as ``finite=False``; the averages then keep their previous
+    values, so one bad step never poisons the next ones.
+
+    *Hyperparameters.* Python numbers are checked here and out-of-range ones raise a
+    ``ValueError`` that names them. Traced ones (``optax.inject_hyperparams``) are sanitised at
+    each step: ``ema_decay`` is clipped to :math:`[0, 1]` (1 keeps the averages as they are),
+    a negative ``eps`` counts as 0, a negative ``sigma`` or ``max_learning_rate`` gives
+    :math:`\eta_t = 0`, and a NaN or infinite one (``max_learning_rate`` may be ``+inf``)
+    makes that step a zero update with ``finite=False`` and the averages untouched; the next
+    step with a good value proceeds from them.
+
     Args:
-      sigma: :math:`\sigma`; 1 is the greedy rule (eq 3), 2 the on-edge rule (eq 7).
+      sigma: :math:`\sigma \ge 0`; 1 is the greedy rule (eq 3), 2 the on-edge rule (eq 7).
       ema_decay: :math:`\beta = \beta_{cdat} \in [0, 1)`; the paper uses 0.9 or 0.99 with
         Adam and in mini-batch.
       eps: :math:`\varepsilon \ge 0` (the paper uses 0).
-      max_learning_rate: upper bound on :math:`\eta_t`; also the step taken when the
-        curvature vanishes (with ``inf``, no step is taken then).
+      max_learning_rate: upper bound on :math:`\eta_t \ge 0` (``inf`` allowed); also the
+        step taken when the curvature vanishes (with ``inf``, no step is taken then).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state :class:`ScaleByCdatState`.
+
+    Raises:
+      ValueError: a Python-number hyperparameter out of range, e.g. ``ema_decay=1.0``.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -99,6 +123,11 @@ def scale_by_cdat(
       >>> print(f"{float(optax.tree.get(state, 'learning_rate')):.4f}")  # gᵀg / gᵀAg = 17/65
       0.2615
     """
+    name = "scale_by_cdat"
+    _check_hyperparameter(name, "sigma", sigma)
+    _check_hyperparameter(name, "ema_decay", ema_decay, below=1.0)
+    _check_hyperparameter(name, "eps", eps)
+    _check_hyperparameter(name, "max_learning_rate", max_learning_rate, allow_inf=True)
 
     def init_fn(params: PyTree) -> ScaleByCdatState:
         dtype = _scalar_dtype(params)
@@ -122,28 +151,32 @@ def scale_by_cdat(
         value_fn: Callable[..., Any] | None = None,
         **extra_args: Any,
     ) -> tuple[PyTree, ScaleByCdatState]:
-        _check_params(params, updates, "scale_by_cdat")
-        fun = _objective(value_fn, extra_args, "scale_by_cdat")
+        params, updates = _check_params(params, updates, name)
+        fun = _objective(value_fn, extra_args, name)
         dtype = state.numerator.dtype
         value, slope, curvature = (
             jnp.asarray(x).astype(dtype) for x in directional_curvature(fun, params, updates)
         )
-        finite = (
-            jnp.isfinite(value)
-            & jnp.isfinite(slope)
-            & jnp.isfinite(curvature)
-            & _tree.all_finite(updates)
+        sigma_, beta, eps_, max_lr = (
+            jnp.asarray(x).astype(dtype) for x in (sigma, ema_decay, eps, max_learning_rate)
         )
-        beta, eps_ = (jnp.asarray(x).astype(dtype) for x in (ema_decay, eps))
-        numerator = jnp.maximum(-jnp.where(finite, slope, 0.0), 0.0)
-        denominator = jnp.abs(jnp.where(finite, curvature, 0.0)) + jnp.maximum(eps_, 0.0)
-        new_numerator = jnp.where(finite, ema(state.numerator, numerator, beta), state.numerator)
-        new_denominator = jnp.where(
-            finite, ema(state.denominator, denominator, beta), state.denominator
+        inputs_finite = _all_finite(value, slope, curvature, updates, params, sigma_, beta, eps_)
+        inputs_finite = inputs_finite & ~jnp.isnan(max_lr)
+        beta = jnp.clip(jnp.where(inputs_finite, beta, 0.0), 0.0, 1.0)
+        numerator = jnp.maximum(-jnp.where(inputs_finite, slope, 0.0), 0.0)
+        denominator = jnp.abs(jnp.where(inputs_finite, curvature, 0.0)) + jnp.maximum(
+            jnp.where(inputs_finite, eps_, 0.0), 0.0
         )
+        candidate_numerator = ema(state.numerator, numerator, beta)
+        candidate_denominator = ema(state.denominator, denominator, beta)
+        # Commit the averages only when they are finite: a huge curvature or eps must not
+        # leave an inf in the state that outlives this step.
+        finite = inputs_finite & _all_finite(candidate_numerator, candidate_denominator)
+        new_numerator = jnp.where(finite, candidate_numerator, state.numerator)
+        new_denominator = jnp.where(finite, candidate_denominator, state.denominator)
         # eq (8) on the averages: n ≥ 0 and d ≥ 0, so slope = -ñ and curvature = d̃ are exact.
         learning_rate = cdat_learning_rate(
-            -new_numerator, new_denominator, sigma=sigma, max_learning_rate=max_learning_rate
+            -new_numerator, new_denominator, sigma=sigma_, max_learning_rate=max_lr
         ).astype(dtype)
         learning_rate = jnp.where(finite, learning_rate, 0.0)
         new_state = ScaleByCdatState(

@@ -16,6 +16,8 @@ from cdat_core import _tree
 from cdat_core.rules import polyak_learning_rate
 from cdat_core.transforms._common import (
     PyTree,
+    _all_finite,
+    _check_hyperparameter,
     _check_params,
     _scalar_dtype,
     _scaled,
@@ -32,7 +34,9 @@ class ScaleByPolyakState(NamedTuple):
       learning_rate: the learning rate of the last update.
       value: :math:`f(w_t)` at the last update.
       grad_sq_norm: :math:`\|\nabla f(w_t)\|^2` at the last update.
-      finite: whether the last update's inputs were finite.
+      finite: whether the last update's value, gradient, direction, params and
+        hyperparameters were finite (when not, the update was exactly zero and
+        ``learning_rate`` records 0).
       num_updates: number of updates made.
     """
 
@@ -58,16 +62,29 @@ def scale_by_polyak(
 
     (:func:`cdat_core.polyak_learning_rate`) and the update is :math:`\eta_t u_t`. With
     ``optax.sgd(1.0)`` before it this is ``optax.polyak_sgd``. :math:`f(w)` and
-    :math:`\nabla f(w)` are taken from the extra arguments ``value`` and ``grad`` when given,
-    else computed from ``value_fn``.
+    :math:`\nabla f(w)` are taken from the extra arguments ``value`` and ``grad`` when both
+    are given (optax's ``polyak_sgd`` calling convention; ``value_fn`` is then not needed),
+    else computed from ``value_fn``. ``value`` must be a scalar.
+
+    *Bad input.* A non-finite value, gradient, direction or param gives :math:`\eta_t = 0`
+    and an exactly zero update, recorded as ``finite=False``. Python-number hyperparameters
+    are checked here (``ValueError`` naming the argument); traced ones are sanitised at each
+    step: a negative ``eps`` counts as 0, a negative ``max_learning_rate`` gives
+    :math:`\eta_t = 0`, and a NaN or infinite one (``max_learning_rate`` may be ``+inf``)
+    gives a zero update with ``finite=False``. The state holds nothing that a bad step
+    could poison.
 
     Args:
-      f_star: :math:`f^\star`, a lower bound on the objective (0 in the paper).
-      max_learning_rate: :math:`\eta_{\max}` (1 or 100 in the paper).
+      f_star: :math:`f^\star`, a finite lower bound on the objective (0 in the paper).
+      max_learning_rate: :math:`\eta_{\max} \ge 0` (1 or 100 in the paper; ``inf``
+        allowed).
       eps: :math:`\varepsilon \ge 0`.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state :class:`ScaleByPolyakState`.
+
+    Raises:
+      ValueError: a Python-number hyperparameter out of range, e.g. ``eps=-1.0``.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -78,7 +95,18 @@ def scale_by_polyak(
       >>> updates, state = opt.update(jax.grad(loss)(w), state, w, value_fn=loss)
       >>> float(optax.tree.get(state, "learning_rate"))  # f / ‖g‖² = 2 / 8
       0.25
+
+      Like ``optax.polyak_sgd``, it can be fed :math:`f(w)` and :math:`\nabla f(w)` only:
+
+      >>> g = jax.grad(loss)(w)
+      >>> updates, _ = cc.scale_by_polyak().update(-g, state[1], w, value=loss(w), grad=g)
+      >>> updates
+      Array([-0.5, -0.5], dtype=float32)
     """
+    name = "scale_by_polyak"
+    _check_hyperparameter(name, "f_star", f_star, low=None)
+    _check_hyperparameter(name, "max_learning_rate", max_learning_rate, allow_inf=True)
+    _check_hyperparameter(name, "eps", eps)
 
     def init_fn(params: PyTree) -> ScaleByPolyakState:
         dtype = _scalar_dtype(params)
@@ -95,17 +123,21 @@ def scale_by_polyak(
         grad: PyTree | None = None,
         **extra_args: Any,
     ) -> tuple[PyTree, ScaleByPolyakState]:
-        _check_params(params, updates, "scale_by_polyak")
+        params, updates = _check_params(params, updates, name)
         _, value, grad = _value_and_grad(
-            value_fn, extra_args, params, value, grad, "scale_by_polyak"
+            value_fn, extra_args, params, value, grad, name, need_objective=False
         )
         dtype = state.learning_rate.dtype
         value = value.astype(dtype)
         grad_sq_norm = _tree.sq_norm(grad).astype(dtype)
+        f_star_, max_lr, eps_ = (
+            jnp.asarray(x).astype(dtype) for x in (f_star, max_learning_rate, eps)
+        )
         learning_rate = polyak_learning_rate(
-            value, grad_sq_norm, f_star=f_star, max_learning_rate=max_learning_rate, eps=eps
+            value, grad_sq_norm, f_star=f_star_, max_learning_rate=max_lr, eps=eps_
         ).astype(dtype)
-        finite = jnp.isfinite(value) & jnp.isfinite(grad_sq_norm) & _tree.all_finite(updates)
+        finite = _all_finite(value, grad_sq_norm, updates, params, f_star_, eps_)
+        finite = finite & ~jnp.isnan(max_lr)
         learning_rate = jnp.where(finite, learning_rate, 0.0)
         new_state = ScaleByPolyakState(
             learning_rate, value, grad_sq_norm, finite, optax.safe_increment(state.num_updates)

@@ -16,7 +16,15 @@ import optax
 from cdat_core import _tree
 from cdat_core.rules import sharpness_learning_rate
 from cdat_core.sharpness import hessian_sharpness
-from cdat_core.transforms._common import PyTree, _check_params, _objective, _scalar_dtype, _scaled
+from cdat_core.transforms._common import (
+    PyTree,
+    _all_finite,
+    _check_hyperparameter,
+    _check_params,
+    _objective,
+    _scalar_dtype,
+    _scaled,
+)
 
 __all__ = ["ScaleBySharpnessState", "scale_by_sharpness"]
 
@@ -30,7 +38,9 @@ class ScaleBySharpnessState(NamedTuple):
       eigenvector: the estimated top eigenvector (like params, sharded like them), the warm
         start of the next estimate.
       converged: whether the last eigensolve met its tolerance.
-      finite: whether the last update's sharpness and direction were finite.
+      finite: whether the last update's sharpness, value, gradient, Hessian-vector check,
+        direction, params and hyperparameters were finite (when not, the update was exactly
+        zero, ``learning_rate`` records 0 and ``eigenvector`` was kept).
       num_updates: number of updates made.
     """
 
@@ -56,14 +66,25 @@ def scale_by_sharpness(
 
     with :math:`\lambda_{\max}` from :func:`cdat_core.hessian_sharpness` on ``value_fn``,
     warm-started from the previous eigenvector (the first start is drawn from ``key``), so
-    tracking it costs ``num_iters`` Hessian-vector products per update. The paper (Fig. 15)
+    tracking it costs ``num_iters`` Hessian-vector products per update, plus one that checks
+    the answer: :math:`f(w)`, :math:`\nabla f(w)` and :math:`\nabla^2 f(w) v` at the new
+    eigenvector :math:`v`, from one forward-over-reverse pass. The paper (Fig. 15)
     finds the rule works only for :math:`\sigma \approx 3`, unlike CDAT at
     :math:`\sigma \approx 2`. Defined values follow
     :func:`cdat_core.sharpness_learning_rate`.
 
+    *Bad input.* An eigensolver cannot tell a NaN Hessian from a zero one (both give
+    :math:`\lambda_{\max} = 0`, which would read as "no curvature" and take a
+    ``max_learning_rate`` step), so the check above decides: a non-finite value, gradient,
+    Hessian-vector product, eigenvalue, direction or param gives :math:`\eta_t = 0` and an
+    exactly zero update, recorded as ``finite=False``. Python-number hyperparameters are
+    checked here (``ValueError`` naming the argument); traced ones are sanitised at each step:
+    a negative ``sigma`` or ``max_learning_rate`` gives :math:`\eta_t = 0`, a NaN or infinite
+    one (``max_learning_rate`` may be ``+inf``) a zero update with ``finite=False``.
+
     Args:
-      sigma: :math:`\sigma`.
-      max_learning_rate: upper bound on :math:`\eta_t`.
+      sigma: :math:`\sigma \ge 0`.
+      max_learning_rate: upper bound on :math:`\eta_t \ge 0` (``inf`` allowed).
       method: ``"lanczos"`` or ``"power"`` (structural).
       num_iters: Hessian-vector products per update at most (structural).
       key: PRNG key of the first start vector (default ``jax.random.key(0)``).
@@ -71,6 +92,11 @@ def scale_by_sharpness(
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state
       :class:`ScaleBySharpnessState`.
+
+    Raises:
+      ValueError: a Python-number hyperparameter out of range, or an unknown ``method``.
+      TypeError: a ``num_iters`` that is not a Python int (under ``optax.inject_hyperparams``,
+        name it in ``static_args``).
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -82,6 +108,12 @@ def scale_by_sharpness(
       >>> round(float(optax.tree.get(state, "learning_rate")), 4)  # 1 / λ_max = 1/4
       0.25
     """
+    name = "scale_by_sharpness"
+    _check_hyperparameter(name, "sigma", sigma)
+    _check_hyperparameter(name, "max_learning_rate", max_learning_rate, allow_inf=True)
+    if method not in ("lanczos", "power"):
+        raise ValueError(f"{name}: method must be 'lanczos' or 'power', got {method!r}.")
+    _tree.check_structural_int(num_iters, "num_iters")
 
     def init_fn(params: PyTree) -> ScaleBySharpnessState:
         dtype = _scalar_dtype(params)
@@ -105,23 +137,27 @@ def scale_by_sharpness(
         value_fn: Callable[..., Any] | None = None,
         **extra_args: Any,
     ) -> tuple[PyTree, ScaleBySharpnessState]:
-        _check_params(params, updates, "scale_by_sharpness")
-        fun = _objective(value_fn, extra_args, "scale_by_sharpness")
+        params, updates = _check_params(params, updates, name)
+        fun = _tree.scalar_output(_objective(value_fn, extra_args, name), "value_fn")
         dtype = state.learning_rate.dtype
         result = hessian_sharpness(
             fun, params, v0=state.eigenvector, method=method, num_iters=num_iters
         )
         sharpness = result.eigenvalues[0].astype(dtype)
-        finite = jnp.isfinite(sharpness) & _tree.all_finite(updates)
+        found = _tree.cast_like(jax.tree.map(lambda v: v[0], result.eigenvectors), params)
+        found_ok = _tree.all_finite(found) & (_tree.sq_norm(found) > 0)
+        probe = _tree.where(found_ok, found, state.eigenvector)
+        # One forward-over-reverse pass: f(w), ∇f(w) and ∇²f(w)v, to tell a NaN Hessian
+        # (which the eigensolver reports as λ = 0) from a zero one.
+        (value, grad), (_, hessian_probe) = jax.jvp(jax.value_and_grad(fun), (params,), (probe,))
+        sigma_, max_lr = (jnp.asarray(x).astype(dtype) for x in (sigma, max_learning_rate))
+        finite = _all_finite(sharpness, value, grad, hessian_probe, updates, params, sigma_)
+        finite = finite & ~jnp.isnan(max_lr)
         learning_rate = sharpness_learning_rate(
-            sharpness, sigma=sigma, max_learning_rate=max_learning_rate
+            sharpness, sigma=sigma_, max_learning_rate=max_lr
         ).astype(dtype)
         learning_rate = jnp.where(finite, learning_rate, 0.0)
-        eigenvector = jax.tree.map(
-            lambda new, old: jnp.where(finite, new[0].astype(old.dtype), old),
-            result.eigenvectors,
-            state.eigenvector,
-        )
+        eigenvector = _tree.where(finite & found_ok, found, state.eigenvector)
         new_state = ScaleBySharpnessState(
             learning_rate=learning_rate,
             sharpness=sharpness,
