@@ -57,7 +57,9 @@ def vdot(x: PyTree, y: PyTree) -> Scalar:
     """
     dtype = accumulation_dtype(*_leaf_dtypes(x, y))
     terms = jax.tree.leaves(
-        jax.tree.map(lambda a, b: jnp.sum(a.astype(dtype) * b.astype(dtype)), x, y)
+        jax.tree.map(
+            lambda a, b: jnp.sum(jnp.asarray(a).astype(dtype) * jnp.asarray(b).astype(dtype)), x, y
+        )
     )
     return _sum_scalars(terms, dtype)
 
@@ -78,6 +80,7 @@ def scale(alpha: Any, x: PyTree) -> PyTree:
     """Return ``alpha * x`` leafwise; each leaf keeps its dtype."""
 
     def leaf(a: jax.Array) -> jax.Array:
+        a = jnp.asarray(a)  # Python and NumPy numbers too
         dtype = accumulation_dtype(a.dtype)
         return (jnp.asarray(alpha, dtype) * a.astype(dtype)).astype(a.dtype)
 
@@ -88,6 +91,7 @@ def axpy(alpha: Any, x: PyTree, y: PyTree) -> PyTree:
     """Return ``alpha * x + y`` leafwise; each leaf keeps the dtype of ``y``."""
 
     def leaf(a: jax.Array, b: jax.Array) -> jax.Array:
+        a, b = jnp.asarray(a), jnp.asarray(b)  # Python and NumPy numbers too
         dtype = accumulation_dtype(a.dtype, b.dtype)
         return (jnp.asarray(alpha, dtype) * a.astype(dtype) + b.astype(dtype)).astype(b.dtype)
 

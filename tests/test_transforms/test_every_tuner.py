@@ -99,3 +99,47 @@ def test_non_finite_objective_gives_zero_update_and_finite_params(make_tuner, ba
     assert float(optax.tree.get(state, "learning_rate")) == 0.0
     new_p = optax.apply_updates(p, updates)
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new_p))
+
+
+@pytest.mark.usefixtures("standard_dtype_promotion")
+def test_integer_params_are_a_clear_error_at_init_and_update(make_tuner):
+    opt = make_tuner()
+    int_params = {"w": jnp.zeros((3, 2), jnp.int32), "b": 0.5 * jnp.ones((2,))}
+    with pytest.raises(TypeError, match=r"params\['w'\] has dtype int32"):
+        opt.init(int_params)
+    p = _params()
+    state = opt.init(p)
+    grad = jax.grad(_loss)(p)
+    with pytest.raises(TypeError, match=r"params\['w'\] has dtype int32"):
+        opt.update(grad, state, int_params, value_fn=_loss)
+
+
+@pytest.mark.usefixtures("standard_dtype_promotion")
+def test_python_float_params_work_like_arrays(make_tuner):
+    def loss(p):
+        return (p["a"] - 1.0) ** 2 + jnp.cosh(p["b"])
+
+    floats = {"a": 0.25, "b": 0.5}
+    arrays = jax.tree.map(jnp.asarray, floats)
+    results = []
+    for p in (floats, arrays):
+        opt = make_tuner()
+        state = opt.init(p)
+        updates, state = opt.update(jax.grad(loss)(p), state, p, value_fn=loss)
+        results.append((updates, float(optax.tree.get(state, "learning_rate"))))
+    (u_floats, lr_floats), (u_arrays, lr_arrays) = results
+    assert lr_floats == lr_arrays > 0
+    for a, b in zip(jax.tree.leaves(u_floats), jax.tree.leaves(u_arrays), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.usefixtures("standard_dtype_promotion")
+def test_non_finite_params_give_zero_update(make_tuner):
+    opt = make_tuner()
+    p = _params()
+    state = opt.init(p)
+    grad = jax.grad(_loss)(p)  # a finite direction: only the params are bad
+    bad = {"w": p["w"].at[1, 0].set(jnp.nan), "b": p["b"]}
+    updates, state = jax.jit(lambda g, s, q: opt.update(g, s, q, value_fn=_loss))(grad, state, bad)
+    assert all(np.all(np.asarray(u) == 0.0) for u in jax.tree.leaves(updates))
+    assert float(optax.tree.get(state, "learning_rate")) == 0.0

@@ -58,3 +58,26 @@ def test_changing_a_hyperparameter_does_not_recompile(name):
     assert len(traces) == 1
     assert float(optax.tree.get(s1, "learning_rate")) != float(optax.tree.get(s2, "learning_rate"))
     assert not bool(jnp.allclose(u1, u2))
+
+
+@pytest.mark.parametrize(
+    ("factory", "structural", "kwargs"),
+    [
+        (cc.scale_by_linesearch, "max_steps", {"max_steps": 20}),
+        (cc.scale_by_sharpness, "num_iters", {"num_iters": 4}),
+    ],
+)
+def test_structural_int_left_out_of_static_args_says_how_to_fix_it(factory, structural, kwargs):
+    opt = optax.chain(optax.sgd(1.0), optax.inject_hyperparams(factory)(**kwargs))
+    w = jnp.linspace(-1.0, 1.0, 5)
+    state = opt.init(w)
+    step = jax.jit(lambda w, s: opt.update(jax.grad(_loss)(w), s, w, value_fn=_loss))
+    with pytest.raises(TypeError, match=rf"static_args=\('{structural}',\)"):
+        step(w, state)
+    # The fix the message names works.
+    fixed = optax.inject_hyperparams(factory, static_args=(structural,))(**kwargs)
+    opt = optax.chain(optax.sgd(1.0), fixed)
+    _, state = jax.jit(lambda w, s: opt.update(jax.grad(_loss)(w), s, w, value_fn=_loss))(
+        w, opt.init(w)
+    )
+    assert float(optax.tree.get(state, "learning_rate")) > 0
