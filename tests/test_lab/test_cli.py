@@ -59,6 +59,10 @@ def test_quick_report_structure(quick_report):
     # every claim type is evaluated even at the quick budget
     evaluated = {c["group"] for c in report["claims"] if c["status"] != "N/A"}
     assert {"identity", "finding 1", "finding 2", "finding 3", "model", "cost"} <= evaluated
+    # exactly the claims declared full-budget only are not evaluated
+    not_evaluated = {c["id"] for c in report["claims"] if c["status"] == "N/A"}
+    assert not_evaluated == {i for i, spec in claims.CLAIMS.items() if "quick" not in spec.budgets}
+    assert [c["id"] for c in report["claims"]] == list(claims.CLAIMS)
     # the runs behind the claims are in the report, with their per-step series
     gd = report["results"]["experiments"]["gd"]
     assert {"constant", "linesearch", "greedy", "cdat"} <= set(gd["selected"])
@@ -95,6 +99,8 @@ def test_list_names_tuners_and_bases(capsys):
     text = capsys.readouterr().out
     for name in ("constant", "linesearch", "cdat", "polyak", "hypergradient", "sharpness", "adam"):
         assert name in text
+    assert "problems: mlp, cnn" in text
+    assert "  cdat: sigma=2, ema_decay=0  (CDAT, eq (8))" in text
 
 
 def test_train_writes_its_run_and_plot(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""cdat_core.lab.tuners: the registry builds what it says, and the C.3 selection rule."""
+"""cdat_core.lab.tuners: the registry builds what it says, labels its runs, and the C.3
+selection rule."""
 
 import math
 
@@ -29,25 +30,11 @@ def one_update(opt, w=W):
     return updates, state
 
 
-def test_scheduled_learning_rate_scales_and_records():
-    opt = optax.chain(optax.sgd(1.0), tuners.scale_by_scheduled_learning_rate(0.25))
-    updates, state = one_update(opt)
-    np.testing.assert_allclose(updates, -0.25 * np.asarray(M @ W), rtol=1e-6)
-    assert float(optax.tree.get(state, "learning_rate")) == 0.25
-
-    sched = tuners.scale_by_scheduled_learning_rate(lambda t: 0.1 * (t + 1).astype(jnp.float32))
-    state = sched.init(W)
-    seen = []
-    for _ in range(3):
-        _, state = sched.update(W, state)
-        seen.append(float(state.learning_rate))
-    np.testing.assert_allclose(seen, [0.1, 0.2, 0.3], rtol=1e-6)
-
-
-@pytest.mark.parametrize("tuner", tuners.TUNERS)
-@pytest.mark.parametrize("base", sorted(tuners.BASES))
+@pytest.mark.parametrize("tuner", list(tuners.TUNERS))
+@pytest.mark.parametrize("base", list(tuners.BASES))
 def test_every_tuner_on_every_base_takes_a_finite_descent_step(tuner, base):
-    static = {"num_steps": 10} if tuner == "warmup_cosine" else {}
+    required = [k for k, v in tuners.TUNERS[tuner].static.items() if v is None]
+    static = dict.fromkeys(required, 10)
     opt = tuners.make(tuner, base, static=static)
     updates, state = one_update(opt)
     eta = float(optax.tree.get(state, "learning_rate"))
@@ -132,17 +119,13 @@ def test_factory_is_cached_per_structure():
         (lambda: tuners.factory("cdat", "sgd2"), "unknown base"),
         (lambda: tuners.factory("warmup_cosine"), "num_steps"),
         (lambda: tuners.make("cdat", learning_rate=0.1), "no numbers"),
+        (lambda: tuners.factory("cdat", num_iters=3), "no settings"),
+        (lambda: tuners.make("nope"), "unknown tuner"),
     ],
 )
 def test_bad_names_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call()
-
-
-def test_preconditioner_only_for_adam():
-    assert tuners.preconditioner("gd") is None
-    assert tuners.preconditioner("momentum") is None
-    assert tuners.preconditioner("adam") is tuners.preconditioner("adam")
 
 
 def test_grid_is_powers_of_two():
@@ -172,3 +155,51 @@ def test_select_best_never_picks_a_diverged_run():
     assert tuners.select_best([bad, good]) == (1, False)
     with pytest.raises(ValueError):
         tuners.select_best([])
+
+
+def test_labels_name_the_run_by_its_number():
+    assert tuners.TUNERS["cdat"].run_label({"sigma": 2.0625, "ema_decay": 0.9}) == "cdat σ=2.0625"
+    assert tuners.TUNERS["greedy"].run_label({"sigma": 1.0}) == "cdat σ=1"
+    assert tuners.TUNERS["constant"].run_label({"learning_rate": 0.046237}) == "constant η=0.0462"
+    assert tuners.TUNERS["polyak"].run_label({"max_learning_rate": 100.0}) == "polyak η_max=100"
+    for spec in tuners.TUNERS.values():  # every tuner labels its default run
+        assert spec.run_label(spec.defaults).startswith(spec.label_name or spec.name)
+
+
+def test_specs_are_frozen_and_defaults_read_only():
+    spec = tuners.TUNERS["cdat"]
+    with pytest.raises(AttributeError):
+        spec.name = "other"
+    with pytest.raises(TypeError):
+        spec.defaults["sigma"] = 3.0
+    assert tuners.DEFAULTS["cdat"] == {"sigma": 2.0, "ema_decay": 0.0}
+    assert list(tuners.DEFAULTS) == list(tuners.TUNERS)
+
+
+def test_cdat_designates_its_greedy_and_on_edge_runs():
+    assert dict(tuners.TUNERS["cdat"].designates) == {
+        "greedy": {"sigma": 1.0},
+        "cdat": {"sigma": 2.0},
+    }
+
+
+def test_a_tuner_is_one_registration():
+    def halving(hp, static):
+        return tuners.scale_by_scheduled_learning_rate(0.5 * hp["learning_rate"])
+
+    toy = tuners.TunerSpec(
+        "toy", "η/2", halving, {"learning_rate": 0.5}, ("η", "learning_rate", "g")
+    )
+    with tuners.TUNERS.scoped():
+        tuners.TUNERS.register(toy)
+        _, state = one_update(tuners.make("toy", "momentum"))
+        assert float(optax.tree.get(state, "learning_rate")) == 0.25
+        assert tuners.DEFAULTS["toy"] == {"learning_rate": 0.5}
+        with pytest.raises(ValueError, match="already registered"):
+            tuners.TUNERS.register(toy)
+    assert "toy" not in tuners.TUNERS
+
+
+def test_a_label_number_must_be_a_default():
+    with pytest.raises(ValueError, match="label number"):
+        tuners.TunerSpec("bad", "r", lambda hp, s: None, {"a": 1.0}, ("b", "b", "g"))
