@@ -187,3 +187,126 @@ def test_dtypes_kept_in_updates_and_state(dtype):
         assert old.dtype == new.dtype and old.shape == new.shape
     assert new_state[1].learning_rate.dtype == jnp.float32
     assert float(new_state[1].learning_rate) > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"ema_decay": 1.0}, "ema_decay"),
+        ({"ema_decay": 1.5}, "ema_decay"),
+        ({"ema_decay": -0.5}, "ema_decay"),
+        ({"ema_decay": np.nan}, "ema_decay"),
+        ({"sigma": -1.0}, "sigma"),
+        ({"sigma": np.nan}, "sigma"),
+        ({"sigma": np.inf}, "sigma"),
+        ({"eps": -1e-8}, "eps"),
+        ({"eps": np.inf}, "eps"),
+        ({"max_learning_rate": -1.0}, "max_learning_rate"),
+        ({"max_learning_rate": np.nan}, "max_learning_rate"),
+        ({"max_learning_rate": -np.inf}, "max_learning_rate"),
+        ({"ema_decay": np.float32(1.0)}, "ema_decay"),
+    ],
+)
+def test_python_number_hyperparameters_are_checked_at_build(kwargs, argument):
+    with pytest.raises(ValueError, match=rf"scale_by_cdat: {argument} must be"):
+        cc.scale_by_cdat(**kwargs)
+    with pytest.raises(ValueError, match=argument):
+        cc.cdat(optax.sgd(1.0), **kwargs)
+
+
+def test_boundary_hyperparameters_are_accepted():
+    for kwargs in (
+        {"ema_decay": 0.0, "sigma": 0.0, "eps": 0.0, "max_learning_rate": 0.0},
+        {"ema_decay": 0.999, "max_learning_rate": np.inf},
+        {"ema_decay": np.float64(0.9), "sigma": 3},
+    ):
+        cc.scale_by_cdat(**kwargs)
+
+
+def _injected_run(bad_name, bad_value, *, skip_bad_step=False):
+    """Steps at w0, then (bad hyperparameter) at w1, then restored at w1 and onwards."""
+    _A, _b, loss = _quadratic(seed=8)
+    tuner = optax.inject_hyperparams(cc.scale_by_cdat)(sigma=1.5, ema_decay=0.5, eps=1e-3)
+    opt = optax.chain(optax.sgd(1.0), tuner)
+    w = jnp.asarray(np.random.default_rng(9).standard_normal(5))
+    state = opt.init(w)
+    traces = []
+
+    @jax.jit
+    def step(w, state):
+        traces.append(None)
+        updates, state = opt.update(jax.grad(loss)(w), state, w, value_fn=loss)
+        return optax.apply_updates(w, updates), updates, state
+
+    w, _, state = step(w, state)
+    before = state[1].inner_state
+    bad_step = None
+    if not skip_bad_step:
+        good = state[1].hyperparams[bad_name]
+        state[1].hyperparams[bad_name] = jnp.asarray(bad_value, good.dtype)
+        w, updates, state = step(w, state)
+        bad_step = (updates, state[1].inner_state, before)
+        state[1].hyperparams[bad_name] = good
+    after = []
+    for _ in range(3):
+        w, _, state = step(w, state)
+        after.append(state[1].inner_state)
+    assert len(traces) == 1
+    return bad_step, after
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("ema_decay", np.nan),
+        ("ema_decay", np.inf),
+        ("eps", np.nan),
+        ("eps", np.inf),
+        ("sigma", np.nan),
+        ("max_learning_rate", np.nan),
+    ],
+)
+def test_non_finite_traced_hyperparameter_never_poisons_the_state(name, bad):
+    (updates, bad_state, before), after = _injected_run(name, bad)
+    assert np.all(np.asarray(updates) == 0.0)
+    assert float(bad_state.learning_rate) == 0.0 and not bool(bad_state.finite)
+    # The averages are the ones from before the bad step: nothing non-finite was committed.
+    assert float(bad_state.numerator) == float(before.numerator)
+    assert float(bad_state.denominator) == float(before.denominator)
+    # Restored: the run continues exactly as if the bad step had not happened.
+    _, reference = _injected_run(name, bad, skip_bad_step=True)
+    for ours, ref in zip(after, reference, strict=True):
+        assert bool(ours.finite) and float(ours.learning_rate) > 0
+        assert float(ours.learning_rate) == pytest.approx(float(ref.learning_rate), rel=1e-12)
+        assert float(ours.numerator) == pytest.approx(float(ref.numerator), rel=1e-12)
+
+
+def test_out_of_range_traced_hyperparameters_get_their_documented_safe_values():
+    # ema_decay > 1 is clipped to 1: the averages (and so the learning rate) stay as they were.
+    (updates, state, before), after = _injected_run("ema_decay", 1.5)
+    assert float(state.numerator) == float(before.numerator)
+    assert float(state.denominator) == float(before.denominator)
+    assert float(state.learning_rate) == pytest.approx(float(before.learning_rate), rel=1e-12)
+    assert bool(state.finite) and float(after[-1].learning_rate) > 0
+    # A negative sigma or max_learning_rate gives no step; a negative eps counts as 0.
+    for name in ("sigma", "max_learning_rate"):
+        (updates, state, _), after = _injected_run(name, -1.0)
+        assert float(state.learning_rate) == 0.0 and np.all(np.asarray(updates) == 0.0)
+        assert float(after[-1].learning_rate) > 0
+    (_, state, before), _ = _injected_run("eps", -1.0)
+    slope, curvature = float(state.slope), float(state.curvature)
+    numerator = 0.5 * max(-slope, 0.0) + 0.5 * float(before.numerator)
+    denominator = 0.5 * abs(curvature) + 0.5 * float(before.denominator)
+    assert float(state.learning_rate) == pytest.approx(1.5 * numerator / denominator, rel=1e-12)
+
+
+def test_non_finite_params_give_zero_update_and_keep_the_averages():
+    _A, _b, loss = _quadratic(seed=10)
+    opt = cc.cdat(optax.sgd(1.0), ema_decay=0.9)
+    w = jnp.ones(5)
+    state = opt.init(w)
+    _, state = opt.update(jax.grad(loss)(w), state, w, value_fn=loss)
+    before = state[1]
+    updates, state = opt.update(jax.grad(loss)(w), state, w.at[2].set(jnp.inf), value_fn=loss)
+    assert np.all(np.asarray(updates) == 0.0) and not bool(state[1].finite)
+    assert float(state[1].numerator) == float(before.numerator)
