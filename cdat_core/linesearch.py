@@ -211,9 +211,10 @@ def initial_learning_rate(
     Traced arguments are sanitised: a :math:`c_+` below 1 or NaN counts as 1 (keep the
     previous learning rate); a :math:`c_-` outside :math:`(0, 1)` or a ``smallest_tried``
     that is not finite and positive gives the restart :math:`\eta_{\max}`; a
-    ``max_learning_rate`` that is not finite and positive gives 0, which
+    ``max_learning_rate`` that is not finite and at least :math:`\eta_{\text{tiny}}` gives 0, which
     :func:`backtracking_linesearch` treats as "do not search" (learning rate 0, zero update).
-    A ``previous`` that is not finite and positive counts as a failed search.
+    A ``previous`` that is not finite or below :math:`\eta_{\text{tiny}}` (0, negative,
+    subnormal) counts as a failed search.
 
     Args:
       previous: :math:`\eta_{t-1}`, a scalar (0 after a failed search).
@@ -260,16 +261,18 @@ def initial_learning_rate(
         jnp.asarray(x).astype(dtype)
         for x in (previous, smallest_tried, increase_factor, decrease_factor, max_learning_rate)
     )
-    # c₊·η_{t−1} after an accepted step (inf allowed, inf * 0 never formed).
-    accepted = jnp.isfinite(previous) & (previous > 0)
+    # c₊·η_{t−1} after an accepted step (inf allowed, inf * 0 never formed). A subnormal
+    # η_{t−1} counts as a failure: the CPU may flush it to 0 in the product.
+    tiny = jnp.finfo(dtype).tiny
+    accepted = jnp.isfinite(previous) & (previous >= tiny)
     safe_increase = jnp.where(increase >= 1, increase, 1.0)  # NaN and c₊ < 1 → 1
     grown = jnp.where(accepted, safe_increase, 1.0) * jnp.where(accepted, previous, 1.0)
     # c₋·η̌_{t−1} after a failed one, while it is a normal number.
     usable = jnp.isfinite(smallest) & (smallest > 0) & (decrease > 0) & (decrease < 1)
     below = jnp.where(usable, decrease, 0.5) * jnp.where(usable, smallest, 1.0)
-    continues = ~accepted & usable & (below >= jnp.finfo(dtype).tiny)
+    continues = ~accepted & usable & (below >= tiny)
     guess = jnp.where(accepted, grown, jnp.where(continues, below, max_lr))
-    valid_max = jnp.isfinite(max_lr) & (max_lr > 0)
+    valid_max = jnp.isfinite(max_lr) & (max_lr >= tiny)
     return jnp.where(valid_max, jnp.minimum(guess, max_lr), 0.0)
 
 

@@ -31,7 +31,7 @@ def test_infinite_increase_factor_starts_from_max(previous):
 
 
 @pytest.mark.parametrize("increase", [4.0, math.inf])
-@pytest.mark.parametrize("previous", [0.0, -0.0, -1.0, np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("previous", [0.0, -0.0, -1.0, 1e-310, np.nan, np.inf, -np.inf])
 def test_failed_or_invalid_previous_restarts_from_max(previous, increase):
     # 0 is what a failed search returns; inf·0 would be NaN, optax's 4·0 stays 0 forever.
     previous = jnp.asarray(previous, jnp.float64)
@@ -135,7 +135,7 @@ def test_traced_increase_factor_below_one_counts_as_one(increase):
     assert float(got) == pytest.approx(0.3)
 
 
-@pytest.mark.parametrize("max_lr", [np.nan, -1.0, 0.0, np.inf, -np.inf])
+@pytest.mark.parametrize("max_lr", [np.nan, -1.0, 0.0, 1e-320, np.inf, -np.inf])
 @pytest.mark.parametrize("previous", [0.0, 0.3])
 def test_traced_invalid_max_learning_rate_gives_zero_and_no_search(max_lr, previous):
     guess = jax.jit(lambda p, m: initial_learning_rate(p, max_learning_rate=m))(previous, max_lr)
