@@ -205,14 +205,15 @@ def initial_learning_rate(
     already tried, without gaps, so any learning rate the loss can resolve is reached after
     finitely many steps instead of restarting from :math:`\eta_{\max}` and failing for ever
     (optax's :math:`\min\{c_+ \cdot 0, \eta_{\max}\} = 0` stays at 0 for ever). When
-    :math:`c_-\check\eta_{t-1}` would be subnormal the sequence has passed every step a float
-    can represent relative to the params, and it restarts from :math:`\eta_{\max}`.
+    :math:`c_-\check\eta_{t-1}` would be subnormal the sequence has run out of learning rates
+    the dtype represents to full precision, and it restarts from :math:`\eta_{\max}`.
 
     Traced arguments are sanitised: a :math:`c_+` below 1 or NaN counts as 1 (keep the
     previous learning rate); a :math:`c_-` outside :math:`(0, 1)` or a ``smallest_tried``
     that is not finite and positive gives the restart :math:`\eta_{\max}`; a
-    ``max_learning_rate`` that is not finite and at least :math:`\eta_{\text{tiny}}` gives 0, which
-    :func:`backtracking_linesearch` treats as "do not search" (learning rate 0, zero update).
+    ``max_learning_rate`` that is NaN, infinite or below :math:`\eta_{\text{tiny}}` gives 0,
+    which :func:`backtracking_linesearch` treats as "do not search" (learning rate 0, zero
+    update).
     A ``previous`` that is not finite or below :math:`\eta_{\text{tiny}}` (0, negative,
     subnormal) counts as a failed search.
 
