@@ -6,7 +6,7 @@ r"""Private pieces shared by the tuners of :mod:`cdat_core.transforms`.
   ``value`` and ``grad`` when given, else computed from ``value_fn``;
 - ``_check_params`` / ``_scalar_dtype``: argument checks (params as arrays of floats) and the
   dtype of the scalar state;
-- ``_check_hyperparameter``: build-time range checks of Python-number hyperparameters, with a
+- ``_check_hyperparameter``: build-time range checks of concrete hyperparameters, with a
   ``ValueError`` that names the argument; ``_all_finite``: the finiteness flag of a step;
 - ``_scaled``: the update :math:`\eta u` where it is taken, exactly zero elsewhere (by
   ``where``, never by multiplying).
@@ -123,19 +123,24 @@ def _value_and_grad(
 
 
 # --------------------------------------------------------------------------------------------
-# Hyperparameters: Python numbers are checked when the transformation is built; traced ones
-# (optax.inject_hyperparams) are sanitised by each tuner and documented on its factory.
+# Hyperparameters: concrete numbers are checked when the transformation is built; traced ones
+# (optax.inject_hyperparams under jit) are sanitised by each tuner, as its factory documents.
 # --------------------------------------------------------------------------------------------
 
 
-def _python_number(value: Any) -> float | None:
-    """``value`` as a float when it is a Python or NumPy number (not a bool), else ``None``."""
-    if isinstance(value, bool):
+def _concrete_number(value: Any) -> float | None:
+    """``value`` as a float when it is a known real number, else ``None``.
+
+    Python and NumPy numbers and concrete 0-d arrays (as ``optax.inject_hyperparams`` passes
+    them outside ``jit``) are known; tracers, bools and arrays with more dimensions are not.
+    """
+    if isinstance(value, bool | jax.core.Tracer):
         return None
     if isinstance(value, int | float | np.integer | np.floating):
         return float(value)
-    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "iuf":
-        return float(value)
+    if isinstance(value, np.ndarray | jax.Array) and value.shape == ():
+        if jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating):
+            return float(value)
     return None
 
 
@@ -148,12 +153,12 @@ def _check_hyperparameter(
     below: float | None = None,
     allow_inf: bool = False,
 ) -> None:
-    """Raise ``ValueError`` naming ``argument`` when a Python-number ``value`` is out of range.
+    """Raise ``ValueError`` naming ``argument`` when a concrete ``value`` is out of range.
 
     The range is ``[low, below)`` (either end may be ``None``); NaN is always rejected and
-    ``inf`` only allowed with ``allow_inf``. Traced and JAX-array values are not checked here.
+    ``inf`` only allowed with ``allow_inf``. Traced values are not checked here.
     """
-    x = _python_number(value)
+    x = _concrete_number(value)
     if x is None:
         return
     if low is None and below is None:

@@ -90,13 +90,14 @@ def scale_by_cdat(
     with ``where``), recorded as ``finite=False``; the averages then keep their previous
     values, so one bad step never poisons the next ones.
 
-    *Hyperparameters.* Python numbers are checked here and out-of-range ones raise a
-    ``ValueError`` that names them. Traced ones (``optax.inject_hyperparams``) are sanitised at
-    each step: ``ema_decay`` is clipped to :math:`[0, 1]` (1 keeps the averages as they are),
-    a negative ``eps`` counts as 0, a negative ``sigma`` or ``max_learning_rate`` gives
-    :math:`\eta_t = 0`, and a NaN or infinite one (``max_learning_rate`` may be ``+inf``)
-    makes that step a zero update with ``finite=False`` and the averages untouched; the next
-    step with a good value proceeds from them.
+    *Hyperparameters.* Concrete ones (Python numbers, or arrays outside ``jit``) are checked
+    here and out-of-range ones raise a ``ValueError`` that names them. Traced ones
+    (``optax.inject_hyperparams`` under ``jit``) are sanitised at each step: ``ema_decay`` is
+    clipped to :math:`[0, 1]` (1 keeps the averages as they are), a negative ``eps`` counts as
+    0, a negative ``sigma`` or ``max_learning_rate`` gives :math:`\eta_t = 0`, and a NaN or
+    infinite one (``max_learning_rate`` may be ``+inf``) makes that step a zero update with
+    ``finite=False`` and the averages untouched; the next step with a good value proceeds from
+    them.
 
     Args:
       sigma: :math:`\sigma \ge 0`; 1 is the greedy rule (eq 3), 2 the on-edge rule (eq 7).
@@ -110,7 +111,7 @@ def scale_by_cdat(
       An :class:`optax.GradientTransformationExtraArgs` with state :class:`ScaleByCdatState`.
 
     Raises:
-      ValueError: a Python-number hyperparameter out of range, e.g. ``ema_decay=1.0``.
+      ValueError: a concrete hyperparameter out of range, e.g. ``ema_decay=1.0``.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax

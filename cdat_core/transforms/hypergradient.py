@@ -69,13 +69,13 @@ def scale_by_hypergradient(
     of ``value_fn`` checks the value; without ``value_fn`` the value is not checked). Defined
     values follow :func:`cdat_core.hypergradient_learning_rate`.
 
-    *Bad input.* A non-finite value, gradient, direction or param gives an exactly zero
-    update, recorded as ``finite=False`` and learning rate 0; the next step restarts from
-    :math:`\eta_0` (a multiplicative rule would otherwise stay at 0 for ever). Python-number
-    hyperparameters are checked here (``ValueError`` naming the argument); traced ones are
-    sanitised at each step: a negative ``beta`` counts as 0, a negative
-    ``initial_learning_rate`` gives a zero step (and a restart from :math:`\eta_0` at the
-    next one), and a NaN or infinite one gives a zero update with ``finite=False``.
+    *Bad input.* A non-finite value, gradient, direction or param gives an exactly zero update,
+    recorded as ``finite=False`` and learning rate 0; the next step restarts from :math:`\eta_0`
+    (a multiplicative rule would otherwise stay at 0 for ever). Concrete hyperparameters (Python
+    numbers, or arrays outside ``jit``) are checked here (``ValueError`` naming the argument);
+    traced ones are sanitised at each step: a negative ``beta`` counts as 0, a negative
+    ``initial_learning_rate`` gives a zero step (and a restart from :math:`\eta_0` at the next
+    one), and a NaN or infinite one gives a zero update with ``finite=False``.
 
     Args:
       beta: the hyper learning rate :math:`\beta \ge 0` (the paper's grid: 1e-3 to 1).
@@ -86,7 +86,7 @@ def scale_by_hypergradient(
       :class:`ScaleByHypergradientState`.
 
     Raises:
-      ValueError: a Python-number hyperparameter out of range, e.g.
+      ValueError: a concrete hyperparameter out of range, e.g.
         ``initial_learning_rate=-1.0`` (which would be an ascent step).
 
     Example:

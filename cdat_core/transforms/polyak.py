@@ -66,13 +66,13 @@ def scale_by_polyak(
     are given (optax's ``polyak_sgd`` calling convention; ``value_fn`` is then not needed),
     else computed from ``value_fn``. ``value`` must be a scalar.
 
-    *Bad input.* A non-finite value, gradient, direction or param gives :math:`\eta_t = 0`
-    and an exactly zero update, recorded as ``finite=False``. Python-number hyperparameters
-    are checked here (``ValueError`` naming the argument); traced ones are sanitised at each
-    step: a negative ``eps`` counts as 0, a negative ``max_learning_rate`` gives
-    :math:`\eta_t = 0`, and a NaN or infinite one (``max_learning_rate`` may be ``+inf``)
-    gives a zero update with ``finite=False``. The state holds nothing that a bad step
-    could poison.
+    *Bad input.* A non-finite value, gradient, direction or param gives :math:`\eta_t = 0` and
+    an exactly zero update, recorded as ``finite=False``. Concrete hyperparameters (Python
+    numbers, or arrays outside ``jit``) are checked here (``ValueError`` naming the argument);
+    traced ones are sanitised at each step: a negative ``eps`` counts as 0, a negative
+    ``max_learning_rate`` gives :math:`\eta_t = 0`, and a NaN or infinite one
+    (``max_learning_rate`` may be ``+inf``) gives a zero update with ``finite=False``. The state
+    holds nothing that a bad step could poison.
 
     Args:
       f_star: :math:`f^\star`, a finite lower bound on the objective (0 in the paper).
@@ -84,7 +84,7 @@ def scale_by_polyak(
       An :class:`optax.GradientTransformationExtraArgs` with state :class:`ScaleByPolyakState`.
 
     Raises:
-      ValueError: a Python-number hyperparameter out of range, e.g. ``eps=-1.0``.
+      ValueError: a concrete hyperparameter out of range, e.g. ``eps=-1.0``.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax

@@ -77,10 +77,11 @@ def scale_by_sharpness(
     :math:`\lambda_{\max} = 0`, which would read as "no curvature" and take a
     ``max_learning_rate`` step), so the check above decides: a non-finite value, gradient,
     Hessian-vector product, eigenvalue, direction or param gives :math:`\eta_t = 0` and an
-    exactly zero update, recorded as ``finite=False``. Python-number hyperparameters are
-    checked here (``ValueError`` naming the argument); traced ones are sanitised at each step:
-    a negative ``sigma`` or ``max_learning_rate`` gives :math:`\eta_t = 0`, a NaN or infinite
-    one (``max_learning_rate`` may be ``+inf``) a zero update with ``finite=False``.
+    exactly zero update, recorded as ``finite=False``. Concrete hyperparameters (Python numbers,
+    or arrays outside ``jit``) are checked here (``ValueError`` naming the argument); traced
+    ones are sanitised at each step: a negative ``sigma`` or ``max_learning_rate`` gives
+    :math:`\eta_t = 0`, a NaN or infinite one (``max_learning_rate`` may be ``+inf``) a zero
+    update with ``finite=False``.
 
     Args:
       sigma: :math:`\sigma \ge 0`.
@@ -94,7 +95,7 @@ def scale_by_sharpness(
       :class:`ScaleBySharpnessState`.
 
     Raises:
-      ValueError: a Python-number hyperparameter out of range, or an unknown ``method``.
+      ValueError: a concrete hyperparameter out of range, or an unknown ``method``.
       TypeError: a ``num_iters`` that is not a Python int (under ``optax.inject_hyperparams``,
         name it in ``static_args``).
 

@@ -81,3 +81,21 @@ def test_structural_int_left_out_of_static_args_says_how_to_fix_it(factory, stru
         w, opt.init(w)
     )
     assert float(optax.tree.get(state, "learning_rate")) > 0
+
+
+@pytest.mark.parametrize(
+    ("factory", "kwargs", "argument"),
+    [
+        (cc.scale_by_cdat, {"ema_decay": 1.5}, "ema_decay"),
+        (cc.scale_by_polyak, {"eps": -1.0}, "eps"),
+        (cc.scale_by_hypergradient, {"beta": 0.1, "initial_learning_rate": -1.0}, "initial_"),
+        (cc.scale_by_sharpness, {"sigma": float("nan")}, "sigma"),
+    ],
+)
+def test_concrete_bad_hyperparameter_is_caught_when_inject_hyperparams_builds(
+    factory, kwargs, argument
+):
+    # inject_hyperparams turns the numbers into concrete arrays at init: still checked there.
+    tuner = optax.inject_hyperparams(factory)(**kwargs)
+    with pytest.raises(ValueError, match=argument):
+        tuner.init(jnp.zeros(3))

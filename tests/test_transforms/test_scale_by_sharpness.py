@@ -61,7 +61,7 @@ def test_zero_hessian_is_told_from_a_nan_one():
     tuner = cc.scale_by_sharpness(max_learning_rate=0.5, num_iters=4)
     state = tuner.init(w)
     updates, new_state = tuner.update(-w, state, w, value_fn=lambda p: jnp.sum(p))
-    assert bool(new_state.finite) and float(new_state.sharpness) == 0.0
+    assert bool(new_state.finite) and abs(float(new_state.sharpness)) <= 1e-12
     np.testing.assert_allclose(updates, -0.5 * w)
     assert float(jnp.sum(new_state.eigenvector**2)) > 0  # a usable warm start is kept
 
