@@ -12,10 +12,21 @@ transformations do, so one ``update`` call can feed several transformations.
 
 The states are NamedTuples whose ``learning_rate`` field is the step taken, so
 ``optax.tree.get(opt_state, "learning_rate")`` reads it from any chain. A non-finite value,
-slope, curvature or direction gives learning rate 0 and an exactly zero update (selected with
-``where``, never by multiplying), recorded in the state; params never become NaN through a
-tuner. Numeric hyperparameters are traced, so ``optax.inject_hyperparams`` can change them at
-run time without recompiling.
+slope, curvature, eigenvalue, gradient, direction or param gives learning rate 0 and an
+exactly zero update (selected with ``where``, never by multiplying), recorded in the state;
+params never become NaN through a tuner, and nothing non-finite is committed to a state.
+
+Numeric hyperparameters are traced, so ``optax.inject_hyperparams`` can change them at run
+time without recompiling. Concrete ones (Python numbers, or arrays outside ``jit``) are
+range-checked when the transformation is built, with a ``ValueError`` that names the
+argument; traced ones are sanitised at each step as each factory documents, so a bad value
+never outlives the step that used it. Structural arguments (``num_iters``, ``max_steps``) are
+Python ints: under ``optax.inject_hyperparams`` name them in ``static_args``.
+
+``params`` are pytrees of real floating-point leaves. Python-float leaves work (they are taken
+as weakly typed arrays); integer leaves raise a ``TypeError`` that names the leaf, in ``init``
+and in ``update``. Wrapping a chain in ``optax.apply_if_finite`` keeps the base optimizer's
+state clean through a window of NaN gradients (see the README).
 
 One module per tuner, each with its state class right above its factory:
 
