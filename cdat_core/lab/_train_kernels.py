@@ -1,7 +1,11 @@
-"""Compiled pieces of :mod:`cdat_core.lab.train`: the scanned chunk, the sharpness probe.
+"""Compiled pieces of :mod:`cdat_core.lab.train`: the scanned chunk, the sharpness probe, lanes.
 
 Each builder is cached on its structural arguments (objective, optimizer factory, chunk
-length, ...), so that runs differing only in numbers reuse one compilation.
+length, ...), so that runs differing only in numbers reuse one compilation. Every compiled
+function is vmapped over a leading *lane* axis (one run per lane: its params, numbers and
+PRNG key); :func:`put_lanes` shards that axis over a 1-D mesh of every local device
+(:func:`lane_mesh`), so the same code runs on one CPU, several simulated CPU devices or an
+accelerator host.
 """
 
 from __future__ import annotations
@@ -12,13 +16,53 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from cdat_core import _tree
-from cdat_core.sharpness import hessian_sharpness
+from cdat_core.sharpness import hessian_sharpness, preconditioner_from_optax_state
 
 PyTree = Any
 OptimizerFactory = Callable[[Mapping[str, Any]], optax.GradientTransformation]
+
+
+def adam_preconditioner(*, b2: float = 0.999, eps: float = 1e-8) -> Callable[[Any], PyTree]:
+    r"""Preconditioner :math:`P = \sqrt{\hat\nu} + \varepsilon` of an optax Adam state.
+
+    Returns ``opt_state -> P`` (:func:`cdat_core.preconditioner_from_optax_state` with Adam's
+    bias correction), or ``None`` for a state without a second moment ``nu``.
+
+    Args:
+      b2: Adam's :math:`\beta_2` (optax's default 0.999).
+      eps: Adam's :math:`\varepsilon` (optax's default 1e-8).
+
+    Returns:
+      A function of the optimizer state.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> from cdat_core.lab import train
+      >>> precondition = train.adam_preconditioner()
+      >>> P = precondition(optax.adam(1.0).init(jnp.zeros(2)))  # ν = 0: P = ε
+      >>> bool(jnp.allclose(P, 1e-8))
+      True
+      >>> precondition(optax.sgd(1.0).init(jnp.zeros(2))) is None
+      True
+    """
+    return _adam_preconditioner_cached(float(b2), float(eps))
+
+
+@functools.lru_cache(maxsize=8)
+def _adam_preconditioner_cached(b2: float, eps: float) -> Callable[[Any], PyTree]:
+    # Cached, so the same numbers give the same function and compiled chunks are reused.
+    return functools.partial(_adam_preconditioner, b2=b2, eps=eps)
+
+
+def _adam_preconditioner(opt_state: Any, *, b2: float, eps: float) -> PyTree | None:
+    if not optax.tree.get_all_with_path(opt_state, "nu"):
+        return None
+    return preconditioner_from_optax_state(opt_state, eps=eps, b2=b2)
 
 
 class Fixed:
@@ -57,8 +101,39 @@ def _internals(opt_state: Any) -> dict[str, jax.Array]:
     return out
 
 
-def stack(tree: PyTree, lanes: int) -> PyTree:
-    return jax.tree.map(lambda x: jnp.broadcast_to(x[None], (lanes, *jnp.shape(x))), tree)
+def stack_lanes(trees: list[PyTree]) -> PyTree:
+    """One pytree whose leaves stack those of ``trees`` along a new leading lane axis.
+
+    Stacked on the host (NumPy), so that no lane count compiles a program of its own.
+    """
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
+def stack_keys(keys: list[jax.Array]) -> jax.Array:
+    """PRNG keys stacked along a new leading lane axis (on the host)."""
+    impl = jax.random.key_impl(keys[0])
+    data = np.stack([np.asarray(jax.random.key_data(k)) for k in keys])
+    return jax.random.wrap_key_data(jnp.asarray(data), impl=impl)
+
+
+@functools.lru_cache(maxsize=4)
+def _mesh(devices: tuple[Any, ...]) -> Mesh:
+    return Mesh(np.asarray(devices), ("lanes",))
+
+
+def lane_mesh() -> Mesh:
+    """A 1-D mesh (axis ``"lanes"``) of every local device."""
+    return _mesh(tuple(jax.local_devices()))
+
+
+def put_lanes(tree: PyTree) -> PyTree:
+    """``tree`` with its leading (lane) axis sharded over :func:`lane_mesh`."""
+    return jax.device_put(tree, NamedSharding(lane_mesh(), PartitionSpec("lanes")))
+
+
+def put_replicated(tree: PyTree) -> PyTree:
+    """``tree`` replicated on every device of :func:`lane_mesh`."""
+    return jax.device_put(tree, NamedSharding(lane_mesh(), PartitionSpec()))
 
 
 @functools.lru_cache(maxsize=64)
@@ -105,7 +180,7 @@ def compiled(
 
         return jax.lax.scan(step, carry, None, length=length)
 
-    return jax.jit(jax.vmap(init)), jax.jit(jax.vmap(chunk, in_axes=(0, 0, None, None)))
+    return jax.jit(jax.vmap(init)), jax.jit(jax.vmap(chunk, in_axes=(0, 0, None, 0)))
 
 
 @functools.lru_cache(maxsize=16)

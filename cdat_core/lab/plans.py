@@ -133,7 +133,7 @@ class Plan(NamedTuple):
     Attributes:
       budget: ``"quick"`` or ``"full"`` (or a test's name).
       experiments: name -> :class:`ExperimentSpec`; an experiment's PRNG key is folded
-        with its index here.
+        with a stable hash of its name (:func:`cdat_core.lab.runner.experiment_key`).
       sweeps: the :class:`SweepSpec` to run, in order.
       record_every: steps between sharpness measurements.
       sharpness_iters: Lanczos steps per measurement.
@@ -141,6 +141,8 @@ class Plan(NamedTuple):
       cost_number: calls per round.
       measurements: name (in :data:`MEASUREMENTS`) -> the experiment it is made on (``""``:
         none); a catalog lists those it affords.
+      seeds: how many seeds every experiment is run from (``cdat-core verify --seeds``
+        overrides it).
     """
 
     budget: str
@@ -151,6 +153,7 @@ class Plan(NamedTuple):
     cost_rounds: int
     cost_number: int
     measurements: dict[str, str] = {}  # noqa: RUF012 (NamedTuple default, never mutated)
+    seeds: int = 5
 
 
 def _pow2(exponents: Sequence[int], name: str = "learning_rate") -> tuple[dict[str, float], ...]:
@@ -229,6 +232,7 @@ def _full_catalog() -> Plan:
         cost_rounds=7,
         cost_number=5,
         measurements=_EVERY_MEASUREMENT,
+        seeds=5,
     )
 
 
@@ -250,6 +254,7 @@ def _quick_catalog() -> Plan:
         cost_rounds=3,
         cost_number=3,
         measurements=_EVERY_MEASUREMENT,
+        seeds=2,
     )
 
 

@@ -1,25 +1,27 @@
-r"""The main job: run a budget's plan, evaluate the paper's claims, write the report.
+r"""The main job: run a budget's plan over seeds, evaluate the paper's claims, write the report.
 
 :func:`run_verify` runs a :class:`~cdat_core.lab.plans.Plan` (:data:`PLANS`: ``"quick"`` and
 ``"full"``, built from the registered claims' needs by
 :func:`cdat_core.lab.plans.build_plan`; the budgets are described in
-:mod:`cdat_core.lab.plans`), writes ``report.json`` and PNG plots into a folder, and returns
-the report; the claims table is :func:`cdat_core.lab.claims.format_table` of
-``report["claims"]``.
+:mod:`cdat_core.lab.plans`) from several seeds, writes ``report.json`` and PNG plots into a
+folder, and returns the report; the claims table is
+:func:`cdat_core.lab.claims.format_table` of ``report["claims"]``.
 
-The steps: the measurements that need no training (:data:`MEASUREMENTS`: identities,
-models); per experiment, the problem (:data:`cdat_core.lab.problems.PROBLEMS`) and its
-initial sharpness :math:`\lambda_0`; every sweep (a grid of one tuner of
-:data:`cdat_core.lab.tuners.TUNERS`, run side by side by :func:`cdat_core.lab.train.sweep`),
-with the appendix C.3 selection of the best run by the mean loss of its last 5 iterates
-(grids widened while the best is at an end); the measurements made on an experiment's
-problem (costs); the claims; the plots.
+The steps: the measurements that need no training (:data:`MEASUREMENTS`: identities per
+seed, the simplified models once); per experiment and seed, the problem
+(:data:`cdat_core.lab.problems.PROBLEMS`), its initial sharpness :math:`\lambda_0` and key
+(:mod:`cdat_core.lab.runner`); every sweep (a grid of one tuner of
+:data:`cdat_core.lab.tuners.TUNERS`) for every seed at once, seeds x grid points being the
+lanes of one compiled program, with the appendix C.3 selection per seed; the measurements
+made on an experiment's problem (costs, once); every claim on every seed, and the verdict
+rule (:mod:`cdat_core.lab.claims.verdicts`); the plots (of the first seed).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import platform
 import sys
 import time
@@ -30,10 +32,11 @@ from typing import Any, NamedTuple
 import jax
 
 import cdat_core
-from cdat_core.lab import bases, measurements, plans, plots, train, tuners
 from cdat_core.lab import claims as claims_lib
+from cdat_core.lab import compile_cache, measurements, plans, plots, runner
 from cdat_core.lab import report as report_lib
 from cdat_core.lab.plans import ExperimentSpec, Plan, SweepSpec
+from cdat_core.lab.runner import MAX_GRID_EXTENSIONS, Built
 
 __all__ = [
     "MAX_GRID_EXTENSIONS",
@@ -43,14 +46,8 @@ __all__ = [
     "Plan",
     "SweepSpec",
     "run_verify",
+    "seed_results",
 ]
-
-#: How many times a grid whose best point is at an end is extended (see
-#: :class:`~cdat_core.lab.plans.SweepSpec`).
-MAX_GRID_EXTENSIONS = 3
-
-#: An experiment as built: its problem, :math:`\lambda_0` and PRNG key.
-Built = tuple[Any, float, jax.Array]
 
 
 def _plan(budget: str) -> Plan:
@@ -67,16 +64,19 @@ class Measurement(NamedTuple):
     Attributes:
       run: ``(plan, built experiments, experiment name, seed) -> plain data``.
       after_runs: made after the sweeps (else before them).
+      per_seed: made for every seed (else once: no seed enters it, or, for timings, one
+        measurement serves all).
     """
 
     run: Callable[[Plan, dict[str, Built], str, int], Any]
     after_runs: bool
+    per_seed: bool = True
 
 
 def _costs(plan: Plan, built: dict[str, Built], experiment: str, seed: int) -> Any:
     description = plan.experiments[experiment].description().replace(", GD", "")
     return measurements.cost_ratios(
-        built[experiment][0],
+        built[experiment].problems[0],
         description=description + " (one GD / CDAT step)",
         rounds=plan.cost_rounds,
         number=plan.cost_number,
@@ -95,90 +95,79 @@ def _models(plan: Plan, built: dict[str, Built], experiment: str, seed: int) -> 
 #: the runs get no experiment.
 MEASUREMENTS: dict[str, Measurement] = {
     "identity": Measurement(_identity, after_runs=False),
-    "models": Measurement(_models, after_runs=False),
-    "costs": Measurement(_costs, after_runs=True),
+    "models": Measurement(_models, after_runs=False, per_seed=False),
+    "costs": Measurement(_costs, after_runs=True, per_seed=False),
 }
 
 
-def _chunks(num_steps: int, record_every: int) -> int:
-    return -(-num_steps // record_every) * record_every
-
-
-def _resolve(sweep: SweepSpec, lam0: float) -> list[dict[str, float]]:
-    out = []
-    for hp in sweep.hyperparams:
-        numbers = {**tuners.TUNERS.lookup(sweep.tuner).defaults, **hp}
-        for name in sweep.relative:
-            numbers[name] = numbers[name] / lam0
-        out.append(numbers)
-    return out
-
-
-def _sweep(
-    plan: Plan,
-    sweep: SweepSpec,
-    built: Built,
-    numbers: list[dict[str, float]],
-    progress: Callable[[int], Any],
-) -> list[train.TrainResult]:
-    spec = plan.experiments[sweep.experiment]
-    problem, _, key = built
-    return train.sweep(
-        problem.loss,
-        problem.params,
-        tuners.factory(sweep.tuner, spec.base, **dict(sweep.static)),
-        numbers,
-        num_steps=sweep.num_steps,
-        data=(problem.inputs, problem.targets),
-        record_every=plan.record_every,
-        sharpness_iters=plan.sharpness_iters,
-        key=key,
-        preconditioner=bases.preconditioner(spec.base),
-        progress=progress,
-        vectorize=spec.vectorize,
-    )
-
-
-def _run_sweep(plan: Plan, sweep: SweepSpec, built: Built, exp: dict[str, Any], bar: Any) -> None:
-    """Run ``sweep`` (widening its grid as appendix C.3 does) and record it in ``exp``."""
-    hps = _resolve(sweep, built[1])
-    runs = _sweep(plan, sweep, built, hps, bar.update)
-    if sweep.select:
-        extended = 0
-        best, inside = tuners.select_best([r.history for r in runs])
-        # Appendix C.3: the grid is widened until its best point is inside it.
-        while sweep.extend and not inside and extended < MAX_GRID_EXTENSIONS:
-            up = best == len(hps) - 1
-            new = {**hps[best], sweep.extend: hps[best][sweep.extend] * (2.0 if up else 0.5)}
-            bar.total += _chunks(sweep.num_steps, plan.record_every)
-            more = _sweep(plan, sweep, built, [new], bar.update)
-            hps, runs = ([*hps, new], runs + more) if up else ([new, *hps], more + runs)
-            extended += 1
-            best, inside = tuners.select_best([r.history for r in runs])
-        exp.setdefault("grid_extensions", {})[sweep.tuner] = extended
-        exp.setdefault("best_inside_grid", {})[sweep.tuner] = inside
-    spec = tuners.TUNERS.lookup(sweep.tuner)
-    labels = [spec.run_label(hp) for hp in hps]
-    for lab, hp, res in zip(labels, hps, runs, strict=True):
-        exp["runs"][lab] = report_lib.run_summary(res, tuner=sweep.tuner, hyperparams=hp)
-    if sweep.select:
-        exp["selected"][sweep.tuner] = labels[best]
-    for name, numbers in spec.designates.items():
-        lab = spec.run_label(numbers)
-        if lab in exp["runs"]:
-            exp["selected"][name] = lab
-
-
 def _measure(
-    plan: Plan, built: dict[str, Built], seed: int, after_runs: bool
-) -> dict[str, tuple[Any, float]]:
-    out = {}
+    plan: Plan, built: dict[str, Built], seeds: list[int], after_runs: bool, results: dict[str, Any]
+) -> dict[str, float]:
+    seconds = {}
     for name, experiment in plan.measurements.items():
         measurement = MEASUREMENTS[name]
-        if measurement.after_runs == after_runs:
-            t = time.perf_counter()
-            out[name] = (measurement.run(plan, built, experiment, seed), time.perf_counter() - t)
-    return out
+        if measurement.after_runs != after_runs:
+            continue
+        t = time.perf_counter()
+        if measurement.per_seed:
+            for seed in seeds:
+                results["per_seed"][str(seed)][name] = measurement.run(
+                    plan, built, experiment, seed
+                )
+        else:
+            results["shared"][name] = measurement.run(plan, built, experiment, seeds[0])
+        seconds[name] = time.perf_counter() - t
+    return seconds
+
+
+def seed_results(results: dict[str, Any], seed: int) -> dict[str, Any]:
+    """One seed's results (what :func:`cdat_core.lab.claims.evaluate_claims` reads).
+
+    Args:
+      results: ``report["results"]``: ``budget``, ``seeds``, ``shared`` (measurements made
+        once) and ``per_seed`` (seed as a string -> ``experiments`` and per-seed measurements).
+      seed: one of ``results["seeds"]``.
+
+    Returns:
+      ``{"budget", **shared, **per_seed[seed]}``.
+
+    Example:
+      >>> from cdat_core.lab import verify
+      >>> results = {"budget": "b", "seeds": [3], "shared": {"models": {}},
+      ...            "per_seed": {"3": {"experiments": {}}}}
+      >>> sorted(verify.seed_results(results, 3))
+      ['budget', 'experiments', 'models']
+    """
+    return {"budget": results["budget"], **results["shared"], **results["per_seed"][str(seed)]}
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _environment() -> dict[str, Any]:
+    import jaxlib
+
+    return {
+        "cdat_core": cdat_core.__version__,
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "backend": jax.default_backend(),
+        "device_count": jax.device_count(),
+        "devices": [str(d) for d in jax.devices()],
+        "cpu": _cpu(),
+        "cpu_count": os.cpu_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
 
 
 def run_verify(
@@ -186,20 +175,28 @@ def run_verify(
     out_dir: str | Path = "cdat-core-report",
     *,
     seed: int = 0,
+    seeds: int | None = None,
     progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Run a budget's experiments, evaluate the claims, write ``report.json`` and PNGs.
+    """Run a budget's experiments over seeds, evaluate the claims, write ``report.json``, PNGs.
 
     Args:
       budget: a key of :data:`PLANS`, or a :class:`~cdat_core.lab.plans.Plan`.
       out_dir: the output folder (created); ``report.json`` and ``plots/*.png`` go there.
-      seed: seeds the initial weights and every PRNG key.
-      progress: show a tqdm progress bar on stderr (default: when stderr is a terminal).
+      seed: the first seed; the seeds are ``seed, seed + 1, ...``. A seed sets the initial
+        weights and every PRNG key of its runs.
+      seeds: how many seeds (default: the plan's ``seeds``).
+      progress: show a tqdm progress bar on stderr (default: when stderr is a terminal) and
+        one line per stage with an ETA (unless ``False``).
 
     Returns:
-      The report: ``budget``, ``seed``, ``environment``, ``plan``, ``seconds`` (per part and
-      total), ``results`` (see :func:`cdat_core.lab.claims.evaluate_claims`), ``claims``
-      (list of dicts with ``status``), ``summary`` and ``plots``.
+      The report: ``budget``, ``seeds``, ``verdict_rule``, ``environment``, ``plan``,
+      ``compile`` (see :func:`cdat_core.lab.compile_cache.counts`), ``seconds`` (per part and
+      total), ``results`` (see :func:`seed_results`), ``claims`` (one dict per claim, see
+      :class:`cdat_core.lab.claims.Verdict`), ``summary`` and ``plots``.
+
+    Raises:
+      ValueError: an unknown budget or measurement, or fewer than 1 seed.
     """
     if isinstance(budget, Plan):
         plan = budget
@@ -210,59 +207,66 @@ def run_verify(
     unknown = sorted(set(plan.measurements) - set(MEASUREMENTS))
     if unknown:
         raise ValueError(f"unknown measurements {unknown}; choose from {sorted(MEASUREMENTS)}")
+    num_seeds = plan.seeds if seeds is None else int(seeds)
+    if num_seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    seed_list = [seed + i for i in range(num_seeds)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    compiled_before = compile_cache.counts()
     seconds: dict[str, float] = {}
-    key = jax.random.key(seed)
-    show = sys.stderr.isatty() if progress is None else progress
-    from tqdm.auto import tqdm
+    steps = sum(
+        len(s.hyperparams) * runner.chunks(s.num_steps, plan.record_every) for s in plan.sweeps
+    )
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    bar = runner.Progress(num_seeds * steps, lines=progress is not False, bar=show_bar)
+    results: dict[str, Any] = {
+        "budget": plan.budget,
+        "seeds": seed_list,
+        "shared": {},
+        "per_seed": {str(s): {"experiments": {}} for s in seed_list},
+    }
 
-    total = sum(len(s.hyperparams) * _chunks(s.num_steps, plan.record_every) for s in plan.sweeps)
-    bar = tqdm(total=total, unit="step", disable=not show, file=sys.stderr, dynamic_ncols=True)
-    results: dict[str, Any] = {"budget": plan.budget, "experiments": {}}
-
-    bar.set_description("measurements")
-    for name, (value, took) in _measure(plan, {}, seed, after_runs=False).items():
-        results[name], seconds[name] = value, took
-
-    built: dict[str, Built] = {}
-    for i, (name, spec) in enumerate(plan.experiments.items()):
-        problem = spec.build(seed)
-        exp_key = jax.random.fold_in(key, i)
-        lam0 = train.initial_sharpness(
-            problem.loss, problem.params, (problem.inputs, problem.targets), key=exp_key
-        )
-        built[name] = (problem, lam0, exp_key)
-        results["experiments"][name] = {
-            "description": spec.description(),
-            "initial_sharpness": lam0,
-            "runs": {},
-            "selected": {},
-        }
-    for sweep in plan.sweeps:
+    bar.stage("measurements")
+    seconds.update(_measure(plan, {}, seed_list, False, results))
+    bar.stage("building problems")
+    t = time.perf_counter()
+    built = runner.build(plan, seed_list)
+    seconds["build"] = time.perf_counter() - t
+    for name, spec in plan.experiments.items():
+        for s, lam0 in zip(seed_list, built[name].initial_sharpness, strict=True):
+            results["per_seed"][str(s)]["experiments"][name] = {
+                "description": spec.description(),
+                "initial_sharpness": lam0,
+                "runs": {},
+                "selected": {},
+            }
+    for i, sweep in enumerate(plan.sweeps):
         t = time.perf_counter()
-        bar.set_description(f"{sweep.experiment}: {sweep.tuner}")
-        exp = results["experiments"][sweep.experiment]
-        _run_sweep(plan, sweep, built[sweep.experiment], exp, bar)
-        seconds[f"{sweep.experiment}:{sweep.tuner}"] = time.perf_counter() - t
+        stage = f"{sweep.experiment}: {sweep.tuner}"
+        bar.stage(stage)
+        exps = [results["per_seed"][str(s)]["experiments"][sweep.experiment] for s in seed_list]
+        runner.run_sweep(plan, sweep, built[sweep.experiment], exps, bar)
+        seconds[f"{sweep.experiment}:{sweep.tuner}"] = took = time.perf_counter() - t
+        bar.finished(
+            f"sweep {i + 1}/{len(plan.sweeps)} {stage} ({num_seeds} seeds x "
+            f"{len(sweep.hyperparams)} runs, {sweep.num_steps} steps)",
+            took,
+        )
     bar.close()
+    seconds.update(_measure(plan, built, seed_list, True, results))
 
-    for name, (value, took) in _measure(plan, built, seed, after_runs=True).items():
-        results[name], seconds[name] = value, took
-
-    evaluated = claims_lib.evaluate_claims(report_lib.sanitize(results))
+    results = report_lib.sanitize(results)
+    shared = {n for n in plan.measurements if not MEASUREMENTS[n].per_seed}
+    verdicts = claims_lib.evaluate_over_seeds(
+        {s: seed_results(results, s) for s in seed_list}, shared=shared
+    )
     report: dict[str, Any] = {
         "budget": plan.budget,
-        "seed": seed,
-        "environment": {
-            "cdat_core": cdat_core.__version__,
-            "jax": jax.__version__,
-            "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()],
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-        },
+        "seeds": seed_list,
+        "verdict_rule": claims_lib.VERDICT_RULE,
+        "environment": _environment(),
         "plan": {
             "record_every": plan.record_every,
             "sharpness_iters": plan.sharpness_iters,
@@ -270,14 +274,18 @@ def run_verify(
             "sweeps": [s._asdict() for s in plan.sweeps],
         },
         "results": results,
-        "claims": [{**c._asdict(), "status": c.status} for c in evaluated],
-        "summary": claims_lib.summary(evaluated),
+        "claims": [v._asdict() for v in verdicts],
+        "summary": claims_lib.summary(verdicts),
     }
     t = time.perf_counter()
-    report["plots"] = plots.plot_report(report_lib.sanitize(report), out / "plots")
+    first = {"results": seed_results(results, seed_list[0])}
+    report["plots"] = plots.plot_report(first, out / "plots")
     seconds["plots"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - start
     report["seconds"] = seconds
+    after = compile_cache.counts()
+    report["compile"] = {k: after[k] - compiled_before[k] for k in after}
+    report["compile"]["cache_dir"] = compile_cache.current_dir()
     report = report_lib.sanitize(report)
     with open(out / "report.json", "w", encoding="utf-8") as f:
         json.dump(report, f, ensure_ascii=False, indent=1, allow_nan=False)

@@ -28,6 +28,7 @@ def quick_report(tmp_path_factory):
             "--out",
             str(out),
             "--no-progress",
+            "--no-compile-cache",
         ],
         capture_output=True,
         text=True,
@@ -47,14 +48,21 @@ def test_quick_report_structure(quick_report):
         report
     )
     assert report["environment"]["backend"] == "cpu"
-    fields = set(claims.Claim._fields) | {"status"}
+    assert report["seeds"] == [0, 1]  # the quick budget's 2 seeds
+    assert report["environment"]["device_count"] >= 1 and "jaxlib" in report["environment"]
+    assert report["compile"]["cache_dir"] is None  # --no-compile-cache
+    fields = set(claims.Verdict._fields)
     assert report["claims"]
     for c in report["claims"]:
         assert set(c) == fields
-        assert c["status"] in ("PASS", "FAIL", "N/A")
-        assert (c["status"] == "N/A") == (c["passed"] is None)
+        assert c["status"] in claims.STATUSES
+        assert (c["status"] == "N/A") == (c["seeds_total"] == 0)
+        assert 0 <= c["seeds_held"] <= c["seeds_total"] <= 2
         assert c["statement"] and c["criterion"] and c["measured"] and c["source"]
-    counts = {s: sum(c["status"] == s for c in report["claims"]) for s in ("PASS", "FAIL", "N/A")}
+        evaluated = [o for o in c["per_seed"] if o["status"] != "N/A"]
+        assert len(evaluated) == c["seeds_total"]
+        assert sum(o["status"] == "PASS" for o in evaluated) == c["seeds_held"]
+    counts = {s: sum(c["status"] == s for c in report["claims"]) for s in claims.STATUSES}
     assert counts == report["summary"]
     # every claim type is evaluated even at the quick budget
     evaluated = {c["group"] for c in report["claims"] if c["status"] != "N/A"}
@@ -64,11 +72,12 @@ def test_quick_report_structure(quick_report):
     assert not_evaluated == {i for i, spec in claims.CLAIMS.items() if "quick" not in spec.budgets}
     assert [c["id"] for c in report["claims"]] == list(claims.CLAIMS)
     # the runs behind the claims are in the report, with their per-step series
-    gd = report["results"]["experiments"]["gd"]
-    assert {"constant", "linesearch", "greedy", "cdat"} <= set(gd["selected"])
-    run = gd["runs"][gd["selected"]["cdat"]]
-    assert len(run["step"]) == len(run["loss"]) == len(run["learning_rate"])
-    assert len(run["record_step"]) == len(run["sharpness"]) == len(run["eos"])
+    for seed in report["seeds"]:
+        gd = report["results"]["per_seed"][str(seed)]["experiments"]["gd"]
+        assert {"constant", "linesearch", "greedy", "cdat"} <= set(gd["selected"])
+        run = gd["runs"][gd["selected"]["cdat"]]
+        assert len(run["step"]) == len(run["loss"]) == len(run["learning_rate"])
+        assert len(run["record_step"]) == len(run["sharpness"]) == len(run["eos"])
     assert report["seconds"]["total"] > 0
 
 
@@ -91,7 +100,13 @@ def test_quick_prints_the_claims_table(quick_report):
     for c in report["claims"]:
         assert f"{c['status']:<5} {c['id']}" in stdout
     s = report["summary"]
-    assert f"{s['PASS']} PASS, {s['FAIL']} FAIL, {s['N/A']} N/A" in stdout
+    assert f"{s['PASS']} PASS, {s['MIXED']} MIXED, {s['FAIL']} FAIL, {s['N/A']} N/A" in stdout
+    assert "seeds [0, 1]" in stdout and "persistent cache off" in stdout
+
+
+def test_verify_rejects_a_seed_count_below_one(capsys):
+    assert cli.main(["verify", "--quick", "--seeds", "0"]) == 2
+    assert "--seeds must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_list_names_tuners_and_bases(capsys):

@@ -216,3 +216,55 @@ def test_sweep_needs_consistent_hyperparameters():
         train.sweep(quad, W0, tuners.factory("constant"), [{"learning_rate": 0.1}, {}], **base)
     with pytest.raises(ValueError, match="at least one"):
         train.sweep(quad, W0, tuners.factory("constant"), [], **base)
+
+
+def test_run_lanes_gives_each_lane_its_own_start_numbers_and_closed_form():
+    """Lanes = 2 starts x 2 learning rates, each checked against w_t = (1 - ηa)^t w_0."""
+    make = tuners.factory("constant")
+    starts = [W0, jnp.asarray([-2.0, 1.0, 3.0], jnp.float32)]
+    keys = [jax.random.key(0), jax.random.key(1)]
+    lanes = [(s, eta) for s in (0, 1) for eta in (0.1, 0.3)]
+    runs = train.run_lanes(
+        quad,
+        [starts[s] for s, _ in lanes],
+        make,
+        [{"learning_rate": eta} for _, eta in lanes],
+        [keys[s] for s, _ in lanes],
+        data=DATA,
+        num_steps=6,
+        record_every=3,
+    )
+    assert len(runs) == 4
+    for (s, eta), run in zip(lanes, runs, strict=True):
+        w_end = (1 - eta * A) ** 6 * np.asarray(starts[s])
+        np.testing.assert_allclose(run.params, w_end, rtol=1e-5)
+        w0 = np.asarray(starts[s])
+        np.testing.assert_allclose(run.history.loss[0], 0.5 * np.sum(A * w0**2), rtol=1e-6)
+        np.testing.assert_allclose(run.history.sharpness, A.max(), rtol=1e-4)
+
+
+def test_run_lanes_padding_changes_no_number():
+    make = tuners.factory("constant")
+    kw = dict(data=DATA, num_steps=6, record_every=3)
+    args = ([W0, 2 * W0], make, [{"learning_rate": 0.1}, {"learning_rate": 0.2}])
+    keys = [jax.random.key(0)] * 2
+    plain = train.run_lanes(quad, *args, keys, **kw)
+    padded = train.run_lanes(quad, *args, keys, lanes_per_call=5, **kw)
+    one_by_one = train.run_lanes(quad, *args, keys, lanes_per_call=1, **kw)
+    assert len(padded) == len(one_by_one) == 2
+    for a, b in zip(plain, one_by_one, strict=True):
+        np.testing.assert_allclose(a.history.loss, b.history.loss, rtol=1e-6)
+    for a, b in zip(plain, padded, strict=True):
+        np.testing.assert_allclose(a.history.loss, b.history.loss, rtol=1e-6)
+        np.testing.assert_allclose(a.params, b.params, rtol=1e-6)
+
+
+def test_run_lanes_needs_one_start_and_key_per_lane():
+    make = tuners.factory("constant")
+    with pytest.raises(ValueError, match=r"params \(1\), hyperparams \(2\) and keys \(2\)"):
+        train.run_lanes(
+            quad, [W0], make, [{"learning_rate": 0.1}] * 2, [jax.random.key(0)] * 2,
+            data=DATA, num_steps=3, record_every=3,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="at least one lane"):
+        train.run_lanes(quad, [], make, [], [], data=DATA, num_steps=3)

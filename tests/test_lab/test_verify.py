@@ -94,17 +94,54 @@ def test_the_plan_of_a_toy_budget_holds_what_the_toy_claim_needs(toy):
 
 
 def test_a_toy_tuner_problem_and_claim_run_end_to_end(toy, tmp_path):
-    report = verify.run_verify(plans.build_plan("toy", CLAIMS.values()), tmp_path, progress=False)
+    plan = plans.build_plan("toy", CLAIMS.values())
+    report = verify.run_verify(plan, tmp_path, seed=3, seeds=3, progress=False)
     by_id = {c["id"]: c for c in report["claims"]}
     toy_claim = by_id.pop("T1.toy_descends")
     assert toy_claim["status"] == "PASS", toy_claim
+    assert (toy_claim["seeds_held"], toy_claim["seeds_total"]) == (3, 3)
+    assert [o["seed"] for o in toy_claim["per_seed"]] == [3, 4, 5]
     assert toy_claim["source"] == "toy: least squares 4, 32 examples, full batch, GD [halving η=1]"
     assert {c["status"] for c in by_id.values()} == {"N/A"}  # the paper's claims: no data
-    run = report["results"]["experiments"]["toy"]["runs"]["halving η=1"]
-    np.testing.assert_allclose(run["learning_rate"], 0.5)
-    assert run["record_step"] == [20, 40] and all(s > 0 for s in run["sharpness"])
-    assert json.loads((tmp_path / "report.json").read_text())["summary"]["PASS"] == 1
+    assert report["seeds"] == [3, 4, 5] and report["verdict_rule"].startswith("each claim")
+    first_losses = []
+    for seed in report["seeds"]:
+        results = verify.seed_results(report["results"], seed)
+        run = results["experiments"]["toy"]["runs"]["halving η=1"]
+        np.testing.assert_allclose(run["learning_rate"], 0.5)
+        assert run["record_step"] == [20, 40] and all(s > 0 for s in run["sharpness"])
+        # each seed starts from its own weights: w0 drawn with that seed
+        w0 = _least_squares((4,), num_examples=32, seed=seed)
+        expected = float(LeastSquares.loss(w0.params, w0.inputs, w0.targets))
+        np.testing.assert_allclose(run["loss"][0], expected, rtol=1e-5)
+        first_losses.append(run["loss"][0])
+    assert len(set(first_losses)) == 3
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written["summary"]["PASS"] == 1
+    env = written["environment"]
+    assert {"jax", "jaxlib", "cpu", "device_count", "xla_flags"} <= set(env)
+    assert written["compile"]["programs"] >= 1
     assert report["plots"] and all(p.endswith(".png") for p in report["plots"])
+
+
+def test_an_experiment_key_does_not_depend_on_the_others(toy, tmp_path):
+    """Keys are folded with the experiment's name: adding an experiment changes no number."""
+    plan = plans.build_plan("toy", CLAIMS.values())
+    alone = verify.run_verify(plan, tmp_path / "a", seeds=1, progress=False)
+    other = plans.ExperimentSpec("least_squares", (4,), 16, "gd")
+    wider = plan._replace(experiments={"before": other, **plan.experiments})
+    both = verify.run_verify(wider, tmp_path / "b", seeds=1, progress=False)
+    runs = [
+        verify.seed_results(r["results"], 0)["experiments"]["toy"]["runs"]["halving η=1"]
+        for r in (alone, both)
+    ]
+    assert runs[0]["sharpness"] == runs[1]["sharpness"]
+    assert runs[0]["loss"] == runs[1]["loss"]
+
+
+def test_seeds_must_be_positive(toy, tmp_path):
+    with pytest.raises(ValueError, match="seeds must be >= 1, got 0"):
+        verify.run_verify(plans.build_plan("toy", CLAIMS.values()), tmp_path, seeds=0)
 
 
 def test_toy_registrations_are_undone(monkeypatch):

@@ -12,10 +12,13 @@ A claim is declared once, with the runs it needs, by the :func:`claim` decorator
 - :mod:`~cdat_core.lab.claims.costs`: the cost of CDAT (``C*``);
 
 (mini-batch and cheap-curvature claims get modules of their own). Modules are imported
-below in report order. :func:`evaluate_claims` reads plain data (the ``results`` dict
-:mod:`cdat_core.lab.verify` writes to its JSON report) and returns one :class:`Claim` per
-registered claim; nothing here runs an experiment, so tests can feed synthetic runs in which
-a claim must fail; :func:`cdat_core.lab.plans.build_plan` reads the claims' needs.
+below in report order. :func:`evaluate_claims` reads plain data (one seed's ``results``, as
+:mod:`cdat_core.lab.verify` writes them to its JSON report) and returns one :class:`Claim` per
+registered claim; :func:`evaluate_over_seeds` (:mod:`~cdat_core.lab.claims.verdicts`)
+evaluates every claim on every seed and applies the verdict rule (PASS when >= 80 % of the
+seeds hold it, FAIL when <= 20 %, MIXED otherwise). Nothing here runs an experiment, so tests
+can feed synthetic runs in which a claim must fail; :func:`cdat_core.lab.plans.build_plan`
+reads the claims' needs.
 
 Thresholds were fixed from the paper's wording before the runs, and are not tuned to make a
 claim pass (:mod:`~cdat_core.lab.claims.criteria`). The conventions, used everywhere:
@@ -33,6 +36,7 @@ claim pass (:mod:`~cdat_core.lab.claims.criteria`). The conventions, used everyw
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from cdat_core.lab.claims.criteria import ABOUT, CHANGE, EDGE_TOLERANCE, ON_PAR
 from cdat_core.lab.claims.registry import (
@@ -52,6 +56,13 @@ from cdat_core.lab.claims import other_tuners  # isort: skip
 from cdat_core.lab.claims import base_optimizers  # isort: skip
 from cdat_core.lab.claims import simplified_models  # isort: skip
 from cdat_core.lab.claims import costs  # isort: skip
+from cdat_core.lab.claims.verdicts import (  # isort: skip
+    FAIL_AT,
+    PASS_AT,
+    VERDICT_RULE,
+    Verdict,
+    evaluate_over_seeds,
+)
 
 __all__ = [
     "ABOUT",
@@ -59,48 +70,59 @@ __all__ = [
     "CHANGE",
     "CLAIMS",
     "EDGE_TOLERANCE",
+    "FAIL_AT",
     "FULL_ONLY",
     "ON_PAR",
+    "PASS_AT",
+    "STATUSES",
+    "VERDICT_RULE",
     "Claim",
     "ClaimSpec",
+    "Verdict",
     "base_optimizers",
     "claim",
     "costs",
     "evaluate_claims",
+    "evaluate_over_seeds",
     "format_table",
     "full_batch",
     "identities",
     "other_tuners",
     "simplified_models",
     "summary",
+    "verdicts",
 ]
 
+#: The statuses of a claim, in the summary's order.
+STATUSES = ("PASS", "MIXED", "FAIL", "N/A")
 
-def summary(claims: Sequence[Claim]) -> dict[str, int]:
-    """Counts of PASS, FAIL and N/A.
+
+def summary(claims: Sequence[Any]) -> dict[str, int]:
+    """Counts of each status (:data:`STATUSES`).
 
     Args:
-      claims: evaluated claims.
+      claims: evaluated claims (:class:`Claim` of one seed, or :class:`Verdict` over seeds).
 
     Returns:
-      ``{"PASS": n, "FAIL": n, "N/A": n}``.
+      ``{"PASS": n, "MIXED": n, "FAIL": n, "N/A": n}``.
 
     Example:
       >>> from cdat_core.lab import claims
       >>> claims.summary(claims.evaluate_claims({}))["N/A"] > 0
       True
     """
-    out = {"PASS": 0, "FAIL": 0, "N/A": 0}
+    out = dict.fromkeys(STATUSES, 0)
     for c in claims:
         out[c.status] += 1
     return out
 
 
-def format_table(claims: Sequence[Claim], width: int = 100) -> str:
+def format_table(claims: Sequence[Any], width: int = 100) -> str:
     """The claims as a plain-text table: id, status, statement, criterion, measured.
 
     Args:
-      claims: evaluated claims.
+      claims: evaluated claims (:class:`Claim` or :class:`Verdict`: a verdict's ``measured``
+        starts with "holds in k/n seeds" and the median and range of its figure).
       width: wrap width of the text columns.
 
     Returns:
@@ -115,7 +137,7 @@ def format_table(claims: Sequence[Claim], width: int = 100) -> str:
             paper:    about 3x
             test:     in [2, 4.5]
             measured: ratio = 3.1   (test)
-      1 PASS, 0 FAIL, 0 N/A
+      1 PASS, 0 MIXED, 0 FAIL, 0 N/A
     """
     import textwrap
 
@@ -131,5 +153,5 @@ def format_table(claims: Sequence[Claim], width: int = 100) -> str:
             lines.append(f"      {label:<9} {wrapped[0]}")
             lines.extend(f"                {w}" for w in wrapped[1:])
     counts = summary(claims)
-    lines.append(f"{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['N/A']} N/A")
+    lines.append(", ".join(f"{counts[s]} {s}" for s in STATUSES))
     return "\n".join(lines)

@@ -8,7 +8,7 @@ def test_summary_counts_each_status(synthetic):
     del results["costs"]
     results["identity"]["on_edge_aligned"] = 0.21
     counts = claims.summary(claims.evaluate_claims(results))
-    assert counts == {"PASS": len(claims.CLAIMS) - 7, "FAIL": 1, "N/A": 6}
+    assert counts == {"PASS": len(claims.CLAIMS) - 7, "MIXED": 0, "FAIL": 1, "N/A": 6}
 
 
 def test_table_lists_every_claim_and_the_counts(synthetic):
@@ -19,7 +19,7 @@ def test_table_lists_every_claim_and_the_counts(synthetic):
     counts = claims.summary(out)
     assert (
         text.splitlines()[-1]
-        == f"{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['N/A']} N/A"
+        == f"{counts['PASS']} PASS, 0 MIXED, {counts['FAIL']} FAIL, {counts['N/A']} N/A"
     )
 
 
