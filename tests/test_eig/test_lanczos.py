@@ -46,9 +46,11 @@ def test_top_k_match_eigh_float64(k, seed, lanczos_dense):
 
 
 def test_converged_certifies_relative_accuracy(lanczos_dense):
+    # num_iters < n: the early stop at rtol applies (at num_iters = n only an exact answer
+    # stops the run early, see test_full_space_is_exact_with_clusters).
     spd = _problem(2)
-    res = lanczos_dense(jnp.asarray(spd.matrix), _start(40, 2), 1e-3, num_iters=40, k=3)
-    assert bool(res.converged) and int(res.num_iters) < 40  # stopped early
+    res = lanczos_dense(jnp.asarray(spd.matrix), _start(40, 2), 1e-3, num_iters=39, k=3)
+    assert bool(res.converged) and int(res.num_iters) < 39  # stopped early
     for value, x in zip(np.asarray(res.eigenvalues), np.asarray(res.eigenvectors), strict=True):
         residual = np.linalg.norm(spd.matrix @ x - value * x)
         assert residual <= 1e-3 * abs(value) * (1 + 1e-6)
@@ -91,24 +93,33 @@ def test_exact_lower_eigenvector_start(lanczos_dense):
     _assert_vectors(full, spd.eigenvectors)
 
 
-def test_rank_deficient_operator(lanczos_dense):
+@pytest.mark.parametrize("num_iters", [5, 6])
+def test_rank_deficient_operator_converges(num_iters, lanczos_dense):
+    # k = 3 > rank 2: the third value is an exact 0, certified through the absolute floor
+    # (num_iters = 5 < n: early stop at rtol; 6 = n: stop on the exact answer).
     spd = testing.matrix_with_spectrum([3.0, 2.0, 0.0, 0.0, 0.0, 0.0], seed=7)
-    res = lanczos_dense(jnp.asarray(spd.matrix), _start(6, 7), 1e-6, num_iters=6, k=3)
+    res = lanczos_dense(jnp.asarray(spd.matrix), _start(6, 7), 1e-6, num_iters=num_iters, k=3)
     assert np.all(np.isfinite(res.eigenvalues)) and np.all(np.isfinite(res.eigenvectors))
     np.testing.assert_allclose(res.eigenvalues, [3.0, 2.0, 0.0], atol=1e-12)
     _assert_vectors(res, spd.eigenvectors, count=2)
-    assert not bool(res.converged)  # a Ritz value at rounding level is never certified
+    x = np.asarray(res.eigenvectors[2])
+    np.testing.assert_allclose(spd.matrix @ x, 0.0, atol=1e-12)  # a null vector
+    assert bool(res.converged) and int(res.num_iters) == 3  # K_3 is invariant: exact
     top = lanczos_dense(jnp.asarray(spd.matrix), _start(6, 7), 1e-6, num_iters=6, k=1)
     assert bool(top.converged) and int(top.num_iters) <= 3
     np.testing.assert_allclose(top.eigenvalues, [3.0], rtol=1e-12)
 
 
 def test_zero_operator(lanczos_dense):
+    # Every vector is an exact eigenvector of 0: each step breaks down and restarts, and the
+    # zero eigenvalues are certified (floor) after k products.
     res = lanczos_dense(jnp.zeros((6, 6)), _start(6), 1e-3, num_iters=6, k=3)
     np.testing.assert_array_equal(res.eigenvalues, [0.0, 0.0, 0.0])
-    assert not bool(res.converged) and int(res.num_iters) == 6
+    assert bool(res.converged) and int(res.num_iters) == 3
     gram = np.asarray(res.eigenvectors) @ np.asarray(res.eigenvectors).T
     np.testing.assert_allclose(gram, np.eye(3), atol=1e-12)
+    never = lanczos_dense(jnp.zeros((6, 6)), _start(6), 0.0, num_iters=6, k=3)
+    assert int(never.num_iters) == 6  # rtol = 0: no early stop
 
 
 def test_negative_definite_gets_no_spurious_zero(lanczos_dense):

@@ -67,12 +67,15 @@ def test_exact_eigenvector_start_stops_after_one_product(power_dense):
         np.testing.assert_allclose(res.eigenvalues[0], spd.eigenvalues[i], rtol=1e-12)
 
 
-def test_zero_operator_gives_zero_not_converged(power_dense):
+def test_zero_operator_gives_certified_zero(power_dense):
+    # 0 is an exact eigenvalue (absolute floor: relative accuracy is moot at 0).
     res = power_dense(jnp.zeros((6, 6)), _start(6), 1e-3)
     assert float(res.eigenvalues[0]) == 0.0
-    assert not bool(res.converged)
+    assert bool(res.converged)
     assert int(res.num_iters) == 1  # stopped at the first (null) product
     assert np.all(np.isfinite(res.eigenvectors))
+    never = power_dense(jnp.zeros((6, 6)), _start(6), 0.0)
+    assert int(never.num_iters) == 1 and float(never.eigenvalues[0]) == 0.0
 
 
 @pytest.mark.parametrize("start", [np.zeros(6), np.array([1.0, np.nan, 0.0, 2.0, 1.0, 1.0])])
