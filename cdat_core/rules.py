@@ -53,30 +53,39 @@ def _finite(*xs: jax.Array) -> jax.Array:
 def _clip_ratio(numerator: jax.Array, denominator: jax.Array, max_learning_rate: jax.Array):
     """Return ``min(numerator / denominator, max)`` with the conventions of the rules.
 
-    ``numerator`` and ``denominator`` are finite and non-negative. A zero numerator gives 0.
-    A denominator below the smallest normal number, or a quotient above ``finfo.max**0.25``
-    (about 1e9 in float32, 1e77 in float64), counts as "no curvature": with a positive
-    numerator it gives ``max_learning_rate`` when that is finite, else 0.
+    ``numerator`` and ``denominator`` are non-negative, finite or ``+inf`` when forming them
+    from finite inputs overflowed (``σ·|slope|``, ``|curvature| + ε``, ``f(w) - f*`` near
+    ``finfo.max``). A zero numerator or an infinite denominator gives 0. A denominator below
+    the smallest normal number, or a quotient above ``finfo.max**0.25`` (about 1e9 in float32,
+    1e77 in float64; an infinite numerator counts as one), counts as "no curvature": with a
+    positive numerator it gives ``max_learning_rate`` when that is finite, else 0.
 
-    The division is done on operands scaled by ``s = max(numerator, denominator)`` (held
-    constant for differentiation), so ``y = denominator / s`` lies in ``[finfo.max**-0.25, 1]``
-    and neither the quotient nor its derivatives overflow or underflow to NaN; every ``where``
-    has finite operands on both sides, so gradients are finite too.
+    The division is done on operands scaled by ``s = max(numerator, denominator)`` (clipped to
+    ``[tiny, finfo.max]``, held constant for differentiation), so ``y = denominator / s`` lies
+    in ``[finfo.max**-0.25, 1]`` and neither the quotient nor its derivatives overflow or
+    underflow to NaN; every ``where`` has finite operands on both sides, so gradients are
+    never NaN (and finite wherever the exact derivative is below ``finfo.max``).
     """
     finfo = jnp.finfo(numerator.dtype)
-    limit = jnp.asarray(finfo.max, numerator.dtype) ** 0.25
+    biggest = jnp.asarray(finfo.max, numerator.dtype)
+    limit = biggest**0.25
     tiny = jnp.asarray(finfo.tiny, numerator.dtype)
-    divisible = (denominator >= tiny) & (numerator <= denominator * limit)
-    scale = jax.lax.stop_gradient(jnp.maximum(jnp.maximum(numerator, denominator), tiny))
+    overflowed = (numerator > biggest) | (denominator > biggest)
+    divisible = (denominator >= tiny) & (numerator <= denominator * limit) & ~overflowed
+    scale = jax.lax.stop_gradient(jnp.clip(jnp.maximum(numerator, denominator), tiny, biggest))
     x = jnp.where(divisible, numerator, 0.0) / scale
     y = jnp.where(divisible, denominator, scale) / scale
+    # Under jit XLA rewrites (n / s) / (d / s) as (n * s) / (s * d), whose products overflow
+    # or underflow to NaN beyond ~1e±154 (~1e±19 in float32); the barrier keeps the scaling.
+    x, y = jax.lax.optimization_barrier((x, y))
     ratio = x / y
     capped = jnp.isfinite(max_learning_rate)
     safe_max = jnp.where(capped, max_learning_rate, 0.0)
     # No curvature to bound the step: the cap if there is one, else no step.
     ratio = jnp.where(divisible, ratio, safe_max)
     ratio = jnp.where(capped, jnp.minimum(ratio, safe_max), ratio)
-    return jnp.where(numerator > 0, jnp.maximum(ratio, 0.0), 0.0)
+    positive = (numerator > 0) & (denominator <= biggest)
+    return jnp.where(positive, jnp.maximum(ratio, 0.0), 0.0)
 
 
 def cdat_learning_rate(
@@ -112,7 +121,8 @@ def cdat_learning_rate(
       finite, else 0 (no curvature, no step). A denominator below the smallest normal float,
       or a quotient above ``finfo.max**0.25`` (about 1e9 in float32, 1e77 in float64),
       counts as a zero denominator: such steps are beyond anything meaningful and would
-      overflow the gradients.
+      overflow the gradients. So does a numerator :math:`\sigma|\nabla f(w)^\top u|` that
+      overflows; a denominator that overflows gives 0.
 
     Example:
       On :math:`f(w) = \tfrac{\lambda}{2} w^2` with :math:`u = -f'(w)`, the on-edge step is
