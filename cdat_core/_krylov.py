@@ -74,7 +74,10 @@ def row(basis: PyTree, j: jax.Array) -> PyTree:
 
 
 def set_row(basis: PyTree, j: jax.Array | int, x: PyTree) -> PyTree:
-    return jax.tree.map(lambda b, a: b.at[j].set(a.astype(b.dtype)), basis, x)
+    """Write ``x`` into row ``j`` (in place inside loops: a plain dynamic-update-slice)."""
+    return jax.tree.map(
+        lambda b, a: jax.lax.dynamic_update_index_in_dim(b, a.astype(b.dtype), j, 0), basis, x
+    )
 
 
 def dots(basis: PyTree, x: PyTree, dtype: np.dtype) -> jax.Array:

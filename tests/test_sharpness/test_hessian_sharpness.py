@@ -15,7 +15,7 @@ import scipy.sparse.linalg as spla
 from jax.flatten_util import ravel_pytree
 
 import cdat_core as cc
-from cdat_core import testing
+from cdat_core import _tree, testing
 
 MLP = testing.mlp((3, 5, 2), num_examples=8, seed=1)
 TRACES = []
@@ -188,3 +188,52 @@ def test_trace_time_errors():
         cc.hessian_sharpness(f, MLP.params, *args, key=key, preconditioner={"w": 1.0})
     with pytest.raises(TypeError, match="scalar"):
         cc.hessian_sharpness(lambda p, x, y: MLP.predict(p, x), MLP.params, *args, key=key)
+
+
+def _quadratic_sharpness(spectrum, method, seed=0):
+    spd = testing.matrix_with_spectrum(spectrum, seed=seed)
+    run = jax.jit(
+        lambda w, a, key: cc.hessian_sharpness(
+            lambda w, a: 0.5 * w @ (a @ w), w, a, key=key, method=method
+        )
+    )
+    return run(jnp.zeros(len(spectrum)), jnp.asarray(spd.matrix), jax.random.key(seed))
+
+
+def test_negative_dominant_eigenvalue_is_not_certified_as_sharpness():
+    # Spectrum in [-10, 0] (λ_max = 0): power iteration converges to λ_min = -10. Before
+    # the check it came back as the "sharpness" with converged=True.
+    spectrum = np.concatenate([[0.0, -10.0], np.random.default_rng(0).uniform(-10, 0, 38)])
+    power = _quadratic_sharpness(spectrum, "power")
+    assert not bool(power.converged)
+    assert -10.0 < float(power.eigenvalues[0]) <= 1e-12  # the check's better Ritz value
+    lanczos = _quadratic_sharpness(spectrum, "lanczos")
+    assert bool(lanczos.converged)
+    assert abs(float(lanczos.eigenvalues[0])) <= 1e-3 * np.sqrt(np.finfo(np.float64).eps) * 10
+
+
+def test_power_stalled_near_the_second_of_a_close_pair_is_caught():
+    # An MLP Hessian whose top two eigenvalues are 0.99% apart. From these starts power
+    # iteration's residual test passes near λ_2 (an eigenvalue, but not λ_max); the Lanczos
+    # check from its vector finds λ_1, so hessian_sharpness returns it, uncertified.
+    mlp = testing.mlp((6, 12, 3), num_examples=24, seed=302)
+    flat, unravel = ravel_pytree(mlp.params)
+    hessian = jax.hessian(lambda x: mlp.loss(unravel(x), mlp.inputs, mlp.targets))(flat)
+    top = np.linalg.eigvalsh(np.asarray(hessian))[::-1][:2]
+    assert 0.009 < top[0] / top[1] - 1 < 0.01
+
+    def fun(params):
+        return mlp.loss(params, mlp.inputs, mlp.targets)
+
+    @jax.jit
+    def both(params, key):
+        start = _tree.normal_like(key, params)
+        plain = cc.power_iteration(lambda v: cc.hvp(fun, params, v), start, rtol=1e-3)
+        return plain, cc.hessian_sharpness(fun, params, key=key, method="power", rtol=1e-3)
+
+    for key in (36, 39):
+        plain, checked = both(mlp.params, jax.random.key(key))
+        assert bool(plain.converged) and abs(float(plain.eigenvalues[0]) / top[1] - 1) < 1e-3
+        np.testing.assert_allclose(checked.eigenvalues[0], top[0], rtol=1e-6)
+        assert not bool(checked.converged)
+        assert int(checked.num_iters) == int(plain.num_iters) + 8

@@ -1,0 +1,84 @@
+"""Lanczos wall time against num_iters: linear apart from the products (issue 11).
+
+Operator: a dense symmetric ``n x n`` matrix (n = 200, 400) with a log-spaced spectrum in
+[0.01, 10], float32 (JAX's default), a fixed standard-normal start. Each call makes exactly
+``num_iters`` products: ``rtol=0`` (no stop test) and ``rtol=1e-30`` (the stop test runs on its
+schedule but never passes), for num_iters = 25, 50, 100, 200. Every function is compiled
+before timing, each round blocks on its result, and the figure is the minimum over rounds
+(the machine is shared: the minimum is the least noisy estimate of the cost).
+
+Before this suite's change, every step solved a dense ``m x m`` eigenproblem (``m`` =
+num_iters): 100 iterations on n = 200 took 1.5 s, and doubling num_iters multiplied the time
+by 10 to 100. Now a step costs the product, the full reorthogonalization against the basis
+(two Gram-Schmidt passes over the ``m + 1`` padded rows: ``O(m n)``, memory-bound, the only
+part that grows with ``m``) and, at scheduled steps, an ``O(m)`` tridiagonal solve. On these
+cheap dense products the reorthogonalization dominates once ``m`` is in the hundreds, so the
+time is linear plus an ``O(m^2 n)`` term; when the product dominates (a Hessian-vector
+product) it is linear. The gate: doubling num_iters at most quadruples the time.
+"""
+
+import functools
+import itertools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import cdat_core as cc
+from cdat_core import testing
+
+ITERS = (25, 50, 100, 200)
+ROUNDS = 7
+
+
+def _operator(n):
+    spd = testing.matrix_with_spectrum(np.geomspace(10.0, 0.01, n), seed=0)
+    start = np.random.default_rng(1).standard_normal(n)
+    return jnp.asarray(spd.matrix, jnp.float32), jnp.asarray(start, jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("num_iters",))
+def _lanczos(matrix, v0, rtol, num_iters):
+    return cc.lanczos(lambda v: matrix @ v, v0, num_iters=num_iters, k=1, rtol=rtol)
+
+
+def _min_time(fn, *args):
+    jax.block_until_ready(fn(*args))  # compile and warm up outside the timed calls
+    best = np.inf
+    for _ in range(ROUNDS):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@pytest.mark.parametrize("rtol", [0.0, 1e-30])
+@pytest.mark.parametrize("n", [200, 400])
+def test_lanczos_time_is_linear_in_num_iters(benchmark, bench_report, n, rtol):
+    matrix, v0 = _operator(n)
+    times = {}
+    for m in ITERS:
+        res = _lanczos(matrix, v0, rtol, num_iters=m)
+        assert int(res.num_iters) == m
+        times[m] = _min_time(_lanczos, matrix, v0, rtol, m)
+    benchmark.pedantic(_lanczos, args=(matrix, v0, rtol, ITERS[-1]), rounds=3, iterations=1)
+    per_iter = {m: times[m] / m for m in ITERS}
+    ratios = [times[b] / times[a] for a, b in itertools.pairwise(ITERS)]
+    benchmark.extra_info.update(
+        n=n,
+        rtol=rtol,
+        seconds={str(m): t for m, t in times.items()},
+        doubling_ratios=ratios,
+        microseconds_per_iteration={str(m): 1e6 * t for m, t in per_iter.items()},
+    )
+    bench_report.append(
+        f"lanczos n={n} rtol={rtol:g}: "
+        + ", ".join(
+            f"{m} it {1e3 * times[m]:.2f} ms ({1e6 * per_iter[m]:.0f} us/it)" for m in ITERS
+        )
+        + "; doubling ratios "
+        + ", ".join(f"{r:.2f}" for r in ratios)
+    )
+    assert max(ratios) <= 4.0, ratios
