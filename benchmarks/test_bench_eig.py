@@ -14,7 +14,7 @@ by 10 to 100. Now a step costs the product, the full reorthogonalization against
 part that grows with ``m``) and, at scheduled steps, an ``O(m)`` tridiagonal solve. On these
 cheap dense products the reorthogonalization dominates once ``m`` is in the hundreds, so the
 time is linear plus an ``O(m^2 n)`` term; when the product dominates (a Hessian-vector
-product) it is linear. The gate: doubling num_iters at most quadruples the time.
+product) it is linear. The gate: doubling num_iters (below n) at most quadruples the time.
 """
 
 import functools
@@ -81,4 +81,6 @@ def test_lanczos_time_is_linear_in_num_iters(benchmark, bench_report, n, rtol):
         + "; doubling ratios "
         + ", ".join(f"{r:.2f}" for r in ratios)
     )
-    assert max(ratios) <= 4.0, ratios
+    # The gate reads the Krylov spaces smaller than the whole space (at num_iters = n the
+    # last steps break down and restart, each with one more reorthogonalization).
+    assert max(r for r, m in zip(ratios, ITERS[1:], strict=True) if m < n) <= 4.0, ratios

@@ -4,17 +4,19 @@ Problem: ``cdat_core.lab.problems.digits_mlp()``, 64-256-256-10 tanh with square
 full digits batch (1797 examples, 85,002 params), float32, at initialisation and after 1000
 gradient-descent steps at η = 0.02 (ηλ_max ≈ 1.3 at initialisation).
 
-For each solver and state the suite records, against a reference from ``eigsh(tol=1e-6)``
+For each solver and state the suite records, against a reference from ``eigsh(tol=1e-10)``
 started from another random vector:
 
-- ``matvecs`` and wall time of one call at the solver's own 1e-3 stopping tolerance (the
-  residual test ||Hx - θx|| <= 1e-3 |θ| for all three), and its actual relative error;
-- ``oracle_matvecs``: the fewest products at which the solver's value was within 1e-3 of the
-  reference, over a sweep of its tolerance (one compilation: the tolerance is traced).
+- ``matvecs`` and wall time of one call at the solver's own stopping tolerance 1e-3 (and
+  1e-6 for Lanczos and eigsh; the residual test ||Hx - θx|| <= tol |θ| for all three), and its
+  actual relative error. ``hessian_sharpness(method="power")`` includes the 8 products of its
+  Lanczos check;
+- ``oracle_matvecs``: the fewest products at which the solver's value was within the target
+  of the reference, over a sweep of its tolerance (one compilation: the tolerance is traced).
 
 Every solver starts from the same vector (standard normal, one split key per leaf, as
 ``hessian_sharpness`` draws it). Tracking: along the 1000 steps, every 10 steps, Lanczos (and
-power iteration) warm-started from the previous eigenvector with 5 products, compared with
+plain ``power_iteration``) warm-started from the previous eigenvector with 5 products, compared with
 the reference every 50 steps. Compilation happens outside the timed calls; timed calls block
 on their result. Figures are printed in the "benchmark figures" section.
 """
@@ -37,12 +39,13 @@ TRACK_EVERY = 10
 CHECK_EVERY = 50
 TRACK_MATVECS = 5
 TARGET = 1e-3
-REFERENCE_TOL = 1e-6
+REFERENCE_TOL = 1e-10
 SWEEP = {
     "power": [1e-1, 3e-2, 1e-2, 3e-3, 1e-3],
-    "lanczos": [float(t) for t in np.geomspace(0.3, 1e-4, 12)],
-    "eigsh": [float(t) for t in np.geomspace(0.3, 1e-4, 12)],
+    "lanczos": [float(t) for t in np.geomspace(0.3, 1e-7, 14)],
+    "eigsh": [float(t) for t in np.geomspace(0.3, 1e-7, 14)],
 }
+CASES = [("power", 1e-3), ("lanczos", 1e-3), ("eigsh", 1e-3), ("lanczos", 1e-6), ("eigsh", 1e-6)]
 KEY = jax.random.key(0)
 REFERENCE_KEY = jax.random.key(12345)  # the reference starts elsewhere: no shared Krylov space
 
@@ -72,8 +75,11 @@ def _track_lanczos(params, v0):
 
 @jax.jit
 def _track_power(params, v0):
-    kw = dict(method="power", num_iters=TRACK_MATVECS, rtol=0.0)
-    return cc.hessian_sharpness(_loss, params, v0=v0, **kw)
+    # The paper's power iteration (no check), so both trackers make TRACK_MATVECS products.
+    v = jax.tree.map(lambda x: x[0], v0)
+    return cc.power_iteration(
+        lambda u: cc.hvp(_loss, params, u), v, num_iters=TRACK_MATVECS, rtol=0.0
+    )
 
 
 @jax.jit
@@ -175,30 +181,29 @@ def trajectory(bench_report):
 def ratios(bench_report):
     yield
     for state in ("init", "trained"):
-        eig = RESULTS.get(("eigsh", state))
-        for method in ("power", "lanczos", "eigsh"):
-            r = RESULTS.get((method, state))
+        for method, target in CASES:
+            r, eig = RESULTS.get((method, state, target)), RESULTS.get(("eigsh", state, target))
             if r is None or eig is None:
                 continue
             bench_report.append(
-                f"{state:8s} {method:8s} rtol=1e-3: {r['matvecs']:4d} matvecs "
+                f"{state:8s} {method:8s} rtol={target:g}: {r['matvecs']:4d} matvecs "
                 f"(x{r['matvecs'] / eig['matvecs']:.2f} eigsh), rel. error {r['error']:.1e}, "
                 f"median {r['median'] * 1e3:8.1f} ms (x{r['median'] / eig['median']:.2f} eigsh); "
-                f"fewest matvecs within 1e-3 over the tolerance sweep: {r['oracle']}, "
+                f"fewest matvecs within {target:g} over the tolerance sweep: {r['oracle']}, "
                 f"smallest error in the sweep {r['best_error']:.1e}"
             )
 
 
 @pytest.mark.parametrize("state", ["init", "trained"])
-@pytest.mark.parametrize("method", ["power", "lanczos", "eigsh"])
-def test_top_eigenvalue(benchmark, trajectory, method, state):
+@pytest.mark.parametrize(("method", "target"), CASES)
+def test_top_eigenvalue(benchmark, trajectory, method, target, state):
     params, reference = trajectory[state], trajectory["reference"][state]
     sweep = [(rtol, *_solve(method, params, rtol)) for rtol in SWEEP[method]]
-    within = [count for _, value, count in sweep if abs(value / reference - 1) <= TARGET]
-    value, count = _solve(method, params, TARGET)
-    benchmark.pedantic(_solve, args=(method, params, TARGET), rounds=3, iterations=1)
+    within = [count for _, value, count in sweep if abs(value / reference - 1) <= target]
+    value, count = _solve(method, params, target)
+    benchmark.pedantic(_solve, args=(method, params, target), rounds=3, iterations=1)
     error = abs(value / reference - 1)
-    RESULTS[(method, state)] = {
+    RESULTS[(method, state, target)] = {
         "matvecs": count,
         "error": error,
         "best_error": min(abs(value / reference - 1) for _, value, _ in sweep),
@@ -209,10 +214,10 @@ def test_top_eigenvalue(benchmark, trajectory, method, state):
         matvecs=count,
         relative_error=error,
         reference=reference,
-        oracle_matvecs=RESULTS[(method, state)]["oracle"],
+        oracle_matvecs=RESULTS[(method, state, target)]["oracle"],
         sweep=[(float(r), float(v), int(c)) for r, v, c in sweep],
     )
-    assert error <= TARGET * (1 + 1e-6)
+    assert error <= target * (1 + 1e-6) + 2e-7  # float32 HVPs: rounding near 1e-7
 
 
 def test_tracking(benchmark, trajectory, bench_report):
@@ -225,7 +230,7 @@ def test_tracking(benchmark, trajectory, bench_report):
         return float(_track_lanczos(params, vector).eigenvalues[0])
 
     benchmark.pedantic(call, rounds=5, iterations=1, warmup_rounds=1)
-    cold = RESULTS.get(("lanczos", "trained"))
+    cold = RESULTS.get(("lanczos", "trained", TARGET))
     benchmark.extra_info.update(
         matvecs_per_call=TRACK_MATVECS,
         max_relative_error_lanczos=max(lanczos_errors),

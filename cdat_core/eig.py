@@ -220,7 +220,8 @@ class _Tridiagonal(NamedTuple):
       dropped: ``(m,)`` the small :math:`\beta_i` a breakdown replaced by 0 (residual bounds).
       size: number of valid rows (the basis size :math:`j`; ``num_iters`` unless a product
         was non-finite).
-      basis: leaves ``(m + 1, *shape)``: rows ``0 .. size - 1`` are :math:`q_0, \dots`.
+      basis: leaves ``(rows, *shape)`` (``rows >= m + 1``, a multiple of ``_krylov.BLOCK``):
+        rows ``0 .. size - 1`` are :math:`q_0, \dots`, the rest zero.
       num_iters: number of products made.
       failed: whether a product returned non-finite values (the loop then stopped).
       ritz: the top-``k`` Ritz pairs of the final :math:`T` (``_krylov.RitzPairs``).
@@ -267,11 +268,12 @@ def _lanczos_tridiagonal(
     work = jax.tree.map(lambda x: x.astype(_tree.accumulation_dtype(x.dtype)), v0)
     work = _tree.where(_tree.all_finite(work), work, _tree.zeros_like(work))
     q0, norm0 = _krylov.normalize(work)
-    basis = jax.tree.map(lambda x: jnp.broadcast_to(jnp.zeros_like(x)[None], (m + 1, *x.shape)), q0)
+    rows = _krylov.padded_rows(m + 1)
+    basis = jax.tree.map(lambda x: jnp.broadcast_to(jnp.zeros_like(x)[None], (rows, *x.shape)), q0)
     basis = _krylov.set_row(basis, 0, q0)
 
     def restart(basis: PyTree, template: PyTree, step: jax.Array) -> PyTree:
-        r = _krylov.orthogonalize(basis, _krylov.hash_like(template, step), dtype)
+        r = _krylov.orthogonalize(basis, _krylov.hash_like(template, step), dtype, step)
         return _krylov.normalize(r)[0]
 
     def cond(s: _LanczosState) -> jax.Array:
@@ -286,7 +288,7 @@ def _lanczos_tridiagonal(
         w = _tree.cast_like(_apply(matvec, q, v0), work)
         alpha = _tree.vdot(q, w)
         norm_aq = _tree.norm(w)
-        q_next, beta = _krylov.normalize(_krylov.orthogonalize(basis, w, dtype))
+        q_next, beta = _krylov.normalize(_krylov.orthogonalize(basis, w, dtype, j + 1))
         finite = _tree.all_finite(w) & jnp.isfinite(alpha) & jnp.isfinite(beta)
         breakdown = finite & (beta <= tau * norm_aq)
         keep = finite & ~breakdown
@@ -384,7 +386,8 @@ def lanczos(
     non-finite values stops the iteration with the Ritz pairs of the finite steps and
     ``converged=False``.
 
-    Memory: the basis holds :math:`m + 1` vectors (in at least float32).
+    Memory: the basis holds :math:`m + 1` vectors (rows rounded up to a multiple of 32; in
+    at least float32); step :math:`j` reads only the filled blocks of it.
 
     Args:
       matvec: ``matvec(v)`` :math:`= Av`, a symmetric linear map on pytrees like ``v0``.
