@@ -152,14 +152,15 @@ def scale_by_cdat(
         rule). The recipe with Adam: ``cdat(optax.adam(1.0), 2.0, ema_decay=0.9,
         max_rise=1.0)``.
       backtrack_factor: :math:`c_- \in (0, 1)`, the factor of each backtrack.
-      max_backtracks: :math:`K`, a Python int >= 0 (structural, bound at trace time).
+      max_backtracks: :math:`K`, a Python int >= 0 (structural, bound at trace time; with
+        ``optax.inject_hyperparams`` name it in ``static_args``). Unused without ``max_rise``.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state :class:`ScaleByCdatState`.
 
     Raises:
       ValueError: a concrete hyperparameter out of range, e.g. ``ema_decay=1.0``.
-      TypeError: ``max_backtracks`` not a Python int.
+      TypeError: ``max_backtracks`` not a Python int (with ``max_rise`` set).
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -201,7 +202,8 @@ def scale_by_cdat(
             raise ValueError(
                 f"{name}: backtrack_factor must be in (0, 1), got {backtrack_factor!r}."
             )
-    num_backtracks_max = _check_max_backtracks(name, max_backtracks)
+        # inject_hyperparams traces every numeric default: checked only when the loop exists.
+        num_backtracks_max = _check_max_backtracks(name, max_backtracks)
 
     def init_fn(params: PyTree) -> ScaleByCdatState:
         dtype = _scalar_dtype(params)
