@@ -1,7 +1,9 @@
 r"""Private pieces shared by the tuners of :mod:`cdat_core.transforms`.
 
 - ``_value_fn_kwargs`` / ``_objective``: the objective ``value_fn(params, **kw)`` called with
-  only the extra arguments its signature names;
+  only the extra arguments its signature names, reduced to its loss when it returns
+  ``(loss, aux)`` (``has_aux``), with trace-time errors when its output does not match
+  ``has_aux``; ``_check_has_aux``: the build-time check of that flag;
 - ``_value_and_grad``: :math:`f(w)` and :math:`\nabla f(w)` from the extra arguments
   ``value`` and ``grad`` when given, else computed from ``value_fn``;
 - ``_check_params`` / ``_scalar_dtype``: argument checks (params as arrays of floats) and the
@@ -44,14 +46,81 @@ def _value_fn_kwargs(value_fn: Callable[..., Any], extra_args: dict[str, Any]) -
     return {k: v for k, v in extra_args.items() if k in names}
 
 
-def _objective(value_fn: Callable[..., Any] | None, extra_args: dict[str, Any], name: str):
+def _check_has_aux(name: str, has_aux: Any) -> bool:
+    """``has_aux`` as a Python bool, or a ``TypeError`` naming it (it is structural)."""
+    if not isinstance(has_aux, bool):
+        raise TypeError(
+            f"{name}: has_aux must be True or False (a Python bool, fixed when the "
+            f"transformation is built), got {has_aux!r}."
+        )
+    return has_aux
+
+
+def _describe(out: Any) -> str:
+    """A short description of a value_fn output for error messages."""
+    if isinstance(out, tuple | list):
+        return f"a {type(out).__name__} of {len(out)} elements"
+    shape = getattr(out, "shape", None)
+    if shape == ():
+        return "a scalar"
+    return f"an array of shape {shape}" if shape is not None else f"a {type(out).__name__}"
+
+
+def _loss_of(out: Any, has_aux: bool, name: str) -> Any:
+    """The loss in ``value_fn``'s output: ``out`` itself, or ``out[0]`` of ``(loss, aux)``.
+
+    Runs at trace time. ``has_aux=True`` with anything but a pair (a tuple or list of two, as
+    ``jax.value_and_grad(..., has_aux=True)`` wants) is a ``ValueError`` naming ``value_fn``
+    and ``has_aux``; ``has_aux=False`` with a tuple or list is a ``TypeError`` (like any
+    non-scalar output) that suggests ``has_aux=True``. The loss is then checked to be a real
+    floating-point scalar (``TypeError``).
+    """
+    if has_aux:
+        if not (isinstance(out, tuple | list) and len(out) == 2):
+            raise ValueError(
+                f"{name} was built with has_aux=True, so value_fn must return a pair "
+                f"(loss, aux), but it returned {_describe(out)}. Return (loss, aux), or build "
+                f"{name}(..., has_aux=False) for a value_fn that returns the loss alone."
+            )
+        loss = out[0]
+        _tree.check_scalar_output(loss, "value_fn (the loss, first element of its pair)")
+        return loss
+    if isinstance(out, tuple | list):
+        raise TypeError(
+            f"value_fn must return a scalar loss, but it returned {_describe(out)}. If it "
+            f"returns (loss, aux), build {name}(..., has_aux=True): the tuner then uses the "
+            f"loss and drops aux (read aux from your own "
+            f"jax.value_and_grad(loss_fn, has_aux=True) at the same params)."
+        )
+    _tree.check_scalar_output(out, "value_fn")
+    return out
+
+
+def _objective(
+    value_fn: Callable[..., Any] | None,
+    extra_args: dict[str, Any],
+    name: str,
+    has_aux: bool = False,
+) -> Callable[[PyTree], Any]:
+    """``params -> loss``: ``value_fn`` with its keyword arguments, reduced to its loss.
+
+    With ``has_aux`` the ``aux`` of ``value_fn``'s ``(loss, aux)`` is dropped here, before
+    any JVP, gradient or trial sees it: no tangent is pushed through ``aux`` (whose integer
+    or boolean leaves would otherwise need ``float0`` tangents), and under ``jit`` XLA
+    removes the computation of ``aux`` from the tuner's passes as dead code.
+    """
     if value_fn is None:
         raise TypeError(
             f"{name}.update needs the objective: call update(updates, state, params, "
-            f"value_fn=loss, ...), with loss(params, **kwargs) returning a scalar."
+            f"value_fn=loss, ...), with loss(params, **kwargs) returning a scalar"
+            + (" loss and aux as a pair (loss, aux) (has_aux=True)." if has_aux else ".")
         )
     kwargs = _value_fn_kwargs(value_fn, extra_args)
-    return lambda p: value_fn(p, **kwargs)
+
+    def objective(p: PyTree) -> Any:
+        return _loss_of(value_fn(p, **kwargs), has_aux, name)
+
+    return objective
 
 
 def _check_params(params: PyTree, updates: PyTree, name: str) -> tuple[PyTree, PyTree]:
@@ -87,6 +156,11 @@ def _scaled(learning_rate: jax.Array, updates: PyTree, take: jax.Array) -> PyTre
 
 def _check_scalar_value(value: Any) -> jax.Array:
     """``value`` (the extra argument, :math:`f(w)`) as a scalar array, or a ``ValueError``."""
+    if isinstance(value, tuple | list):
+        raise ValueError(
+            f"value must be a scalar, f(params); got {_describe(value)}. With a value_fn "
+            f"that returns (loss, aux), pass value=loss, the first element of the pair."
+        )
     value = jnp.asarray(value)
     if value.shape != ():
         raise ValueError(
@@ -105,20 +179,22 @@ def _value_and_grad(
     name: str,
     *,
     need_objective: bool = True,
+    has_aux: bool = False,
 ) -> tuple[Callable[[PyTree], Any] | None, jax.Array, PyTree]:
     r"""The objective, and f(w) and ∇f(w): from the extra arguments when given, else computed.
 
     With ``need_objective=False`` (a tuner that only needs :math:`f(w)` and
     :math:`\nabla f(w)`, as ``optax.polyak_sgd`` is called) ``value_fn`` may be omitted when
     ``value`` and ``grad`` are both given; the objective returned is then ``None``. A non-scalar
-    ``value`` raises a ``ValueError`` that names it.
+    ``value`` raises a ``ValueError`` that names it. With ``has_aux`` the objective returned
+    is the loss alone (see :func:`_objective`).
     """
     fun = None
     if need_objective or value is None or grad is None:
-        fun = _objective(value_fn, extra_args, name)
+        fun = _objective(value_fn, extra_args, name, has_aux)
     if value is None or grad is None:
         assert fun is not None
-        value, grad = jax.value_and_grad(_tree.scalar_output(fun, "value_fn"))(params)
+        value, grad = jax.value_and_grad(fun)(params)  # fun checks value_fn's output
     return fun, _check_scalar_value(value), _tree.match_dtypes(params, grad, "grad")
 
 

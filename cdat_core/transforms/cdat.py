@@ -22,6 +22,7 @@ from cdat_core.rules import cdat_learning_rate, ema
 from cdat_core.transforms._common import (
     PyTree,
     _all_finite,
+    _check_has_aux,
     _check_hyperparameter,
     _check_params,
     _concrete_number,
@@ -78,6 +79,7 @@ def scale_by_cdat(
     max_rise: float | jax.Array | None = None,
     backtrack_factor: float | jax.Array = 0.5,
     max_backtracks: int = 20,
+    has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scale the direction by the CDAT learning rate, eq (8) of Roulet et al. (2024).
 
@@ -154,13 +156,20 @@ def scale_by_cdat(
       backtrack_factor: :math:`c_- \in (0, 1)`, the factor of each backtrack.
       max_backtracks: :math:`K`, a Python int >= 0 (structural, bound at trace time; with
         ``optax.inject_hyperparams`` name it in ``static_args``). Unused without ``max_rise``.
+      has_aux: a Python bool: whether ``value_fn`` returns ``(loss, aux)``. The tuner uses
+        the loss and drops ``aux`` before its JVPs and trials; read ``aux`` from your own
+        ``jax.value_and_grad(value_fn, has_aux=True)`` at the same params (see
+        :mod:`cdat_core.transforms` for why the state does not keep it).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state :class:`ScaleByCdatState`.
 
     Raises:
       ValueError: a concrete hyperparameter out of range, e.g. ``ema_decay=1.0``.
-      TypeError: ``max_backtracks`` not a Python int (with ``max_rise`` set).
+      TypeError: ``max_backtracks`` not a Python int (with ``max_rise`` set), or ``has_aux``
+        not a bool; at trace time, a ``value_fn`` that returns a tuple with
+        ``has_aux=False``. With ``has_aux=True`` and a ``value_fn`` that does not return a
+        pair, a ``ValueError`` at trace time.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -191,6 +200,7 @@ def scale_by_cdat(
       2.0 1.0 1 0.0
     """
     name = "scale_by_cdat"
+    has_aux = _check_has_aux(name, has_aux)
     _check_hyperparameter(name, "sigma", sigma)
     _check_hyperparameter(name, "ema_decay", ema_decay, below=1.0)
     _check_hyperparameter(name, "eps", eps)
@@ -231,7 +241,7 @@ def scale_by_cdat(
         **extra_args: Any,
     ) -> tuple[PyTree, ScaleByCdatState]:
         params, updates = _check_params(params, updates, name)
-        fun = _objective(value_fn, extra_args, name)
+        fun = _objective(value_fn, extra_args, name, has_aux)
         dtype = state.numerator.dtype
         value, slope, curvature = (
             jnp.asarray(x).astype(dtype) for x in directional_curvature(fun, params, updates)
@@ -359,7 +369,7 @@ def cdat(
         Adam's preconditioned momentum direction).
       sigma: :math:`\sigma` of eq (8).
       **kwargs: ``ema_decay``, ``eps``, ``max_learning_rate``, ``max_rise``,
-        ``backtrack_factor``, ``max_backtracks`` of :func:`scale_by_cdat`. With Adam or
+        ``backtrack_factor``, ``max_backtracks``, ``has_aux`` of :func:`scale_by_cdat`. With Adam or
         RMSProp directions use the loss check, ``max_rise=1.0`` (see :func:`scale_by_cdat`).
 
     Returns:

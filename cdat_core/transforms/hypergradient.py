@@ -17,6 +17,7 @@ from cdat_core.rules import hypergradient_learning_rate
 from cdat_core.transforms._common import (
     PyTree,
     _all_finite,
+    _check_has_aux,
     _check_hyperparameter,
     _check_params,
     _check_scalar_value,
@@ -52,6 +53,7 @@ def scale_by_hypergradient(
     beta: float | jax.Array,
     *,
     initial_learning_rate: float | jax.Array = 1e-2,
+    has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Hyper-gradient descent on the learning rate, eq (15) of Roulet et al. (2024).
 
@@ -80,6 +82,9 @@ def scale_by_hypergradient(
     Args:
       beta: the hyper learning rate :math:`\beta \ge 0` (the paper's grid: 1e-3 to 1).
       initial_learning_rate: :math:`\eta_0 \ge 0`.
+      has_aux: a Python bool: whether ``value_fn`` returns ``(loss, aux)``; the loss is used,
+        ``aux`` dropped. With ``value`` and ``grad`` given, ``value_fn`` is not called (see
+        :mod:`cdat_core.transforms`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state
@@ -88,6 +93,7 @@ def scale_by_hypergradient(
     Raises:
       ValueError: a concrete hyperparameter out of range, e.g.
         ``initial_learning_rate=-1.0`` (which would be an ascent step).
+      TypeError: ``has_aux`` not a bool.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -104,6 +110,7 @@ def scale_by_hypergradient(
       True
     """
     name = "scale_by_hypergradient"
+    has_aux = _check_has_aux(name, has_aux)
     _check_hyperparameter(name, "beta", beta)
     _check_hyperparameter(name, "initial_learning_rate", initial_learning_rate)
 
@@ -132,10 +139,10 @@ def scale_by_hypergradient(
     ) -> tuple[PyTree, ScaleByHypergradientState]:
         params, updates = _check_params(params, updates, name)
         if grad is None:
-            fun = _tree.scalar_output(_objective(value_fn, extra_args, name), "value_fn")
+            fun = _objective(value_fn, extra_args, name, has_aux)
             value, grad = jax.value_and_grad(fun)(params)
         elif value is None and value_fn is not None:
-            value = _tree.scalar_output(_objective(value_fn, extra_args, name), "value_fn")(params)
+            value = _objective(value_fn, extra_args, name, has_aux)(params)
         if value is not None:
             value = _check_scalar_value(value)
         grad = _tree.match_dtypes(params, grad, "grad")

@@ -23,6 +23,7 @@ from cdat_core.linesearch import (
 )
 from cdat_core.transforms._common import (
     PyTree,
+    _check_has_aux,
     _check_params,
     _scalar_dtype,
     _scaled,
@@ -66,6 +67,7 @@ def scale_by_linesearch(
     increase_factor: float | jax.Array = math.inf,
     max_learning_rate: float | jax.Array = 1.0,
     max_steps: int = 30,
+    has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Backtracking linesearch along the direction, eq (1) and Appendix C.3 of the paper.
 
@@ -103,6 +105,10 @@ def scale_by_linesearch(
       max_steps: the number of trials per search, a Python int >= 1 (structural). 30 is
         the paper's mini-batch budget; full batch, the continuation rule above stands in for
         the paper's unbounded search.
+      has_aux: a Python bool: whether ``value_fn`` returns ``(loss, aux)``. The search uses
+        the loss and drops ``aux``, at ``params`` and at every trial; pass ``value=loss,
+        grad=grad`` from your own ``jax.value_and_grad(value_fn, has_aux=True)``, whose
+        ``aux`` is the one at the current params (see :mod:`cdat_core.transforms`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state
@@ -114,7 +120,9 @@ def scale_by_linesearch(
         through ``optax.inject_hyperparams``) are sanitised instead: an out-of-range or NaN
         :math:`c`, :math:`\delta`, :math:`c_-` or :math:`\eta_{\max}` gives learning rate 0
         and a zero update for that step only; :math:`c_+ < 1` or NaN counts as 1.
-      TypeError: when ``max_steps`` is not a Python int.
+      TypeError: when ``max_steps`` is not a Python int or ``has_aux`` not a bool; at trace
+        time, a ``value_fn`` that returns a tuple with ``has_aux=False`` (a ``ValueError``
+        when it does not return a pair with ``has_aux=True``).
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -126,7 +134,9 @@ def scale_by_linesearch(
       >>> float(optax.tree.get(state, "learning_rate")), w + updates
       (0.5, Array([0., 0.], dtype=float32))
     """
+    name = "scale_by_linesearch"
     max_steps = _tree.check_structural_int(max_steps, "max_steps")
+    has_aux = _check_has_aux(name, has_aux)
     _check_hyperparameters(
         c=c,
         delta=delta,
@@ -157,9 +167,9 @@ def scale_by_linesearch(
         grad: PyTree | None = None,
         **extra_args: Any,
     ) -> tuple[PyTree, ScaleByLinesearchState]:
-        _check_params(params, updates, "scale_by_linesearch")
+        _check_params(params, updates, name)
         fun, value, grad = _value_and_grad(
-            value_fn, extra_args, params, value, grad, "scale_by_linesearch"
+            value_fn, extra_args, params, value, grad, name, has_aux=has_aux
         )
         assert fun is not None  # the objective is always built for a linesearch
         dtype = state.learning_rate.dtype

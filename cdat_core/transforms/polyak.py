@@ -17,6 +17,7 @@ from cdat_core.rules import polyak_learning_rate
 from cdat_core.transforms._common import (
     PyTree,
     _all_finite,
+    _check_has_aux,
     _check_hyperparameter,
     _check_params,
     _scalar_dtype,
@@ -52,6 +53,7 @@ def scale_by_polyak(
     f_star: float | jax.Array = 0.0,
     max_learning_rate: float | jax.Array = 1.0,
     eps: float | jax.Array = 0.0,
+    has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scale the direction by the Polyak step size, eq (14) of the paper.
 
@@ -79,12 +81,16 @@ def scale_by_polyak(
       max_learning_rate: :math:`\eta_{\max} \ge 0` (1 or 100 in the paper; ``inf``
         allowed).
       eps: :math:`\varepsilon \ge 0`.
+      has_aux: a Python bool: whether ``value_fn`` returns ``(loss, aux)``; the loss is used,
+        ``aux`` dropped. With ``value`` and ``grad`` given, ``value_fn`` is not called (see
+        :mod:`cdat_core.transforms`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state :class:`ScaleByPolyakState`.
 
     Raises:
       ValueError: a concrete hyperparameter out of range, e.g. ``eps=-1.0``.
+      TypeError: ``has_aux`` not a bool.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -104,6 +110,7 @@ def scale_by_polyak(
       Array([-0.5, -0.5], dtype=float32)
     """
     name = "scale_by_polyak"
+    has_aux = _check_has_aux(name, has_aux)
     _check_hyperparameter(name, "f_star", f_star, low=None)
     _check_hyperparameter(name, "max_learning_rate", max_learning_rate, allow_inf=True)
     _check_hyperparameter(name, "eps", eps)
@@ -125,7 +132,7 @@ def scale_by_polyak(
     ) -> tuple[PyTree, ScaleByPolyakState]:
         params, updates = _check_params(params, updates, name)
         _, value, grad = _value_and_grad(
-            value_fn, extra_args, params, value, grad, name, need_objective=False
+            value_fn, extra_args, params, value, grad, name, need_objective=False, has_aux=has_aux
         )
         dtype = state.learning_rate.dtype
         value = value.astype(dtype)

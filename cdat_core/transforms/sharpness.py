@@ -19,6 +19,7 @@ from cdat_core.sharpness import hessian_sharpness
 from cdat_core.transforms._common import (
     PyTree,
     _all_finite,
+    _check_has_aux,
     _check_hyperparameter,
     _check_params,
     _objective,
@@ -59,6 +60,7 @@ def scale_by_sharpness(
     method: str = "lanczos",
     num_iters: int = 20,
     key: jax.Array | None = None,
+    has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scale the direction by the exact-sharpness rule, eq (16) of the paper.
 
@@ -89,6 +91,9 @@ def scale_by_sharpness(
       method: ``"lanczos"`` or ``"power"`` (structural).
       num_iters: Hessian-vector products per update at most (structural).
       key: PRNG key of the first start vector (default ``jax.random.key(0)``).
+      has_aux: a Python bool: whether ``value_fn`` returns ``(loss, aux)``; the
+        Hessian-vector products use the loss and drop ``aux`` (see
+        :mod:`cdat_core.transforms`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state
@@ -97,7 +102,7 @@ def scale_by_sharpness(
     Raises:
       ValueError: a concrete hyperparameter out of range, or an unknown ``method``.
       TypeError: a ``num_iters`` that is not a Python int (under ``optax.inject_hyperparams``,
-        name it in ``static_args``).
+        name it in ``static_args``), or a ``has_aux`` that is not a bool.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -110,6 +115,7 @@ def scale_by_sharpness(
       0.25
     """
     name = "scale_by_sharpness"
+    has_aux = _check_has_aux(name, has_aux)
     _check_hyperparameter(name, "sigma", sigma)
     _check_hyperparameter(name, "max_learning_rate", max_learning_rate, allow_inf=True)
     if method not in ("lanczos", "power"):
@@ -139,7 +145,7 @@ def scale_by_sharpness(
         **extra_args: Any,
     ) -> tuple[PyTree, ScaleBySharpnessState]:
         params, updates = _check_params(params, updates, name)
-        fun = _tree.scalar_output(_objective(value_fn, extra_args, name), "value_fn")
+        fun = _objective(value_fn, extra_args, name, has_aux)
         dtype = state.learning_rate.dtype
         result = hessian_sharpness(
             fun, params, v0=state.eigenvector, method=method, num_iters=num_iters
