@@ -112,8 +112,8 @@ def _objective(
     if value_fn is None:
         raise TypeError(
             f"{name}.update needs the objective: call update(updates, state, params, "
-            f"value_fn=loss, ...), with loss(params, **kwargs) returning a scalar"
-            + (" loss and aux as a pair (loss, aux) (has_aux=True)." if has_aux else ".")
+            f"value_fn=loss, ...), with loss(params, **kwargs) returning "
+            + ("a pair (loss, aux) with a scalar loss (has_aux=True)." if has_aux else "a scalar.")
         )
     kwargs = _value_fn_kwargs(value_fn, extra_args)
 
