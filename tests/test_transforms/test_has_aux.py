@@ -301,3 +301,21 @@ def test_inject_hyperparams_keeps_has_aux_static():
     grad = jax.grad(lambda w: pair(w)[0])(w)
     _, state = jax.jit(lambda g, s, w: opt.update(g, s, w, value_fn=pair))(grad, state, w)
     assert float(optax.tree.get(state, "learning_rate")) > 0
+
+
+def test_hypergradient_with_grad_only_checks_the_loss_of_the_pair():
+    """Given grad but not value, the hypergradient tuner evaluates value_fn once for f(w)."""
+    params, batch, aux = _problem(2)
+    grad = jax.grad(_loss)(params, batch)
+    results = []
+    for has_aux, value_fn in ((True, _loss_and_aux), (False, lambda p, batch: _loss(p, batch))):
+        opt = CHAINS["hypergradient"](has_aux)
+        update = jax.jit(lambda g, s, p, fn=value_fn, opt=opt: opt.update(
+            g, s, p, value_fn=fn, grad=g, batch=batch, aux=aux
+        ))  # fmt: skip
+        results.append(update(grad, opt.init(params), params))
+    testing.assert_tree_allclose(results[0], results[1], rtol=1e-12, atol=1e-15)
+    bad = lambda p: jnp.sum(p["w"])  # noqa: E731
+    with pytest.raises(ValueError, match="has_aux=True"):
+        opt = CHAINS["hypergradient"](True)
+        opt.update(grad, opt.init(params), params, value_fn=bad, grad=grad)
