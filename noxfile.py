@@ -1,13 +1,14 @@
 """nox sessions: the front door to cdat_core's checks (``nox -l`` lists them)."""
 
 import os
+from pathlib import Path
 
 import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["tests", "property", "doctest", "lint", "typecheck"]
+nox.options.sessions = ["tests", "property", "doctest", "lint", "typecheck", "examples"]
 
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
@@ -58,6 +59,14 @@ def typecheck(session: nox.Session) -> None:
     """Type-check the cdat_core package with mypy."""
     session.install("-e", ".", MYPY)
     session.run("mypy", "cdat_core", *session.posargs)
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Run every script in examples/ in its --quick mode (each under 30 s on two cores)."""
+    session.install("-e", ".[test,lab]")
+    for script in sorted(Path("examples").glob("*.py")):
+        session.run("python", str(script), "--quick", *session.posargs)
 
 
 @nox.session(default=False)

@@ -121,3 +121,58 @@ def test_plain_params_with_a_dropout_key_per_step(regression_data):
         params, opt_state = step(params, opt_state, key)
     assert clean_loss(params) < 0.8 * first  # measured 0.65: dropout 0.2 slows the fit
     assert bool(optax.tree.get(opt_state, "finite"))
+
+
+class _BatchNormMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+        h = nn.BatchNorm(use_running_average=not train, momentum=0.5)(nn.Dense(16)(x))
+        return nn.Dense(1)(jnp.tanh(h))
+
+
+def test_batch_stats_as_aux_with_has_aux(regression_data):
+    """BatchNorm's new statistics are the aux of value_fn; the tuner uses the loss alone."""
+    x, y = regression_data
+    module = _BatchNormMLP()
+    variables = module.init(jax.random.key(0), x, train=False)
+    state = _StateWithStats.create(
+        apply_fn=module.apply,
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        tx=cc.cdat(optax.adam(1.0), sigma=2.0, ema_decay=0.9, max_rise=1.0, has_aux=True),
+    )
+
+    def loss(params, x, y, batch_stats):
+        out, updates = module.apply(
+            {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+        )
+        return 0.5 * jnp.mean((out - y) ** 2), updates["batch_stats"]
+
+    traces = []
+
+    @jax.jit
+    def step(state):
+        traces.append(1)
+        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(
+            state.params, x, y, state.batch_stats
+        )
+        state = apply_gradients(
+            state, grads=grads, value_fn=loss, x=x, y=y, batch_stats=state.batch_stats
+        )
+        return state.replace(batch_stats=stats), value
+
+    first = float(loss(state.params, x, y, state.batch_stats)[0])
+    for _ in range(40):
+        state, _ = step(state)
+    assert float(loss(state.params, x, y, state.batch_stats)[0]) < 0.3 * first
+    assert len(traces) == 1
+    # The running mean moved to the batch mean of the current pre-activations (momentum 0.5).
+    pre = x @ state.params["Dense_0"]["kernel"] + state.params["Dense_0"]["bias"][None, :]
+    running = state.batch_stats["BatchNorm_0"]["mean"]
+    assert float(jnp.max(jnp.abs(running - pre.mean(0)))) < 0.1 * float(jnp.std(pre))
+    # Without has_aux the pair is refused with a hint.
+    plain = state.replace(tx=cc.cdat(optax.sgd(1.0), sigma=2.0))
+    plain = plain.replace(opt_state=plain.tx.init(plain.params))
+    grads = jax.grad(lambda p: loss(p, x, y, state.batch_stats)[0])(plain.params)
+    with pytest.raises(TypeError, match="has_aux=True"):
+        apply_gradients(plain, grads=grads, value_fn=loss, x=x, y=y, batch_stats=state.batch_stats)
