@@ -84,3 +84,39 @@ def test_lanczos_time_is_linear_in_num_iters(benchmark, bench_report, n, rtol):
     # The gate reads the Krylov spaces smaller than the whole space (at num_iters = n the
     # last steps break down and restart, each with one more reorthogonalization).
     assert max(r for r, m in zip(ratios, ITERS[1:], strict=True) if m < n) <= 4.0, ratios
+
+
+def test_hessian_sharpness_over_lanes_vmap_against_lax_map(benchmark, bench_report):
+    """Six lanes (seeds) of ``hessian_sharpness`` on the digits MLP 64-128-128-10, 512 examples.
+
+    ``vmap`` batches Lanczos's per-lane loop counter, so every read and write of the Krylov
+    basis becomes a gather or a scatter, which XLA's CPU backend runs element by element;
+    ``lax.map`` runs the lanes one after the other, each at one lane's speed. The lab maps its
+    sharpness probe and the exact-sharpness tuner this way
+    (:func:`cdat_core.lab._train_kernels.over_lanes`). Reported: both times and their ratio;
+    the gate only asks ``lax.map`` not to be slower than ``vmap``.
+    """
+    from cdat_core.lab import problems
+
+    p = problems.PROBLEMS.lookup("mlp").build((128, 128), num_examples=512, seed=0)
+    lanes = 6
+    params = jax.tree.map(lambda x: jnp.stack([x] * lanes), p.params)
+    starts = jax.tree.map(lambda x: jnp.ones((lanes, *x.shape), x.dtype), p.params)
+
+    def one(w, v):
+        res = cc.hessian_sharpness(
+            lambda u: p.loss(u, p.inputs, p.targets), w, v0=v, num_iters=10, rtol=0.0
+        )
+        return res.eigenvalues[0]
+
+    vmapped = jax.jit(jax.vmap(one))
+    mapped = jax.jit(lambda w, v: jax.lax.map(lambda a: one(*a), (w, v)))
+    np.testing.assert_allclose(vmapped(params, starts), mapped(params, starts), rtol=1e-4)
+    t_vmap, t_map = _min_time(vmapped, params, starts), _min_time(mapped, params, starts)
+    benchmark.pedantic(mapped, args=(params, starts), rounds=3, iterations=1)
+    benchmark.extra_info.update(vmap_seconds=t_vmap, map_seconds=t_map, ratio=t_vmap / t_map)
+    bench_report.append(
+        f"hessian_sharpness x{lanes} lanes (10 Lanczos steps, digits MLP 64-128-128-10): "
+        f"vmap {1e3 * t_vmap:.1f} ms, lax.map {1e3 * t_map:.1f} ms (vmap/map {t_vmap / t_map:.1f}x)"
+    )
+    assert t_map <= t_vmap

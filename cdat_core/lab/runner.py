@@ -166,7 +166,7 @@ def _lanes(
         sharpness_iters=plan.sharpness_iters,
         preconditioner=bases.preconditioner(spec.base),
         progress=progress.update,
-        vectorize=spec.vectorize,
+        vectorize=spec.vectorize and tuners.TUNERS.lookup(sweep.tuner).vectorize,
         lanes_per_call=lanes_per_call,
     )
 

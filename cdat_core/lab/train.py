@@ -202,8 +202,9 @@ def run_lanes(
       preconditioner: ``opt_state -> P`` (a pytree like params) or ``None``; e.g.
         :func:`adam_preconditioner`. The sharpness is then that of :math:`P^{-1/2}HP^{-1/2}`.
       progress: called with the number of steps done (all lanes) after each chunk.
-      vectorize: run ``lanes_per_call`` lanes per call (default), or one lane per device
-        (faster for models whose ``vmap`` XLA lowers poorly on CPU).
+      vectorize: batch the lanes of a call with ``vmap`` (default), else run each
+        device's lanes one after the other (``lax.map``; faster for code that batches
+        poorly: convolutions on CPU, a Lanczos solve inside the step).
       lanes_per_call: lanes per compiled call (rounded up to a multiple of the device
         count); ``None``: every lane in one call.
 
@@ -243,7 +244,7 @@ def run_lanes(
         raise ValueError("every entry of hyperparams must have the same keys.")
     data = tuple(data)
     dtype = _tree.accumulation_dtype(*(jnp.result_type(x) for x in jax.tree.leaves(params[0])))
-    init, chunk = _kernels.compiled(loss, make_optimizer, record_every, batch_size)
+    init, chunk = _kernels.compiled(loss, make_optimizer, record_every, batch_size, not vectorize)
     start = time.perf_counter()
     first_sharpness = _kernels.initial_sharpness_fn(loss, max(sharpness_iters, 30))
     starts: dict[tuple[int, int], tuple[float, PyTree, jax.Array]] = {}
@@ -314,7 +315,7 @@ def run_lanes(
         return out
 
     order = list(range(lanes))
-    group = (lanes_per_call or lanes) if vectorize else 1
+    group = lanes_per_call or lanes
     if group < 1:
         raise ValueError(f"lanes_per_call must be >= 1, got {lanes_per_call}")
     groups = [order[i : i + group] for i in range(0, lanes, group)]

@@ -81,6 +81,11 @@ class TunerSpec:
         labelled as ``cdat`` runs).
       designates: name -> numbers: a run of a grid of this tuner with these numbers is
         also the report's ``selected[name]`` (CDAT's σ=1 run is the greedy tuner's).
+      vectorize: its runs may be batched with ``vmap``; ``False`` for a step that batches
+        poorly (the sharpness rule runs Lanczos at every step, whose per-lane loop counter
+        turns basis reads and writes into gathers and scatters under ``vmap``): its lanes
+        then run one after the other on each device (see
+        :func:`cdat_core.lab.train.run_lanes`).
     """
 
     name: str
@@ -91,6 +96,7 @@ class TunerSpec:
     static: Numbers = dataclasses.field(default_factory=dict)
     label_name: str = ""
     designates: Mapping[str, Numbers] = dataclasses.field(default_factory=dict)
+    vectorize: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "defaults", _frozen(self.defaults))
@@ -246,6 +252,7 @@ TUNERS.register(
         {"sigma": 2.0},
         ("σ", "sigma", "g"),
         static={"num_iters": 10},
+        vectorize=False,
     )
 )
 
