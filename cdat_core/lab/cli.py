@@ -2,13 +2,15 @@
 
 Subcommands:
 
-- ``verify [--quick] [--out DIR] [--seed N] [--seeds N] [--no-progress]
+- ``verify [--quick] [--out DIR] [--seed N] [--seeds N] [--cpu-devices N] [--no-progress]
   [--no-compile-cache]``: the main job. Runs the paper's experiments on the bundled digits
   data from several seeds, writes ``DIR/report.json`` and ``DIR/plots/*.png``, and prints the
   claims table (each claim, the paper's statement, the test, in how many seeds it holds and
   its verdict PASS/MIXED/FAIL/N/A). JAX's persistent compilation cache is on (in
   ``~/.cache/cdat-core/jax``) unless ``--no-compile-cache`` or
-  ``CDAT_CORE_NO_COMPILE_CACHE=1``; the compile time the cache saved is printed. Exit
+  ``CDAT_CORE_NO_COMPILE_CACHE=1``; the compile time the cache saved is printed. On a
+  CPU the lanes of every sweep are sharded over ``--cpu-devices`` host devices (default: the
+  cores this process may use, at most 8), so every core works (see :func:`cpu_devices`). Exit
   status 0 whatever the claims say (a claim that does not reproduce is a finding, not an
   error); 2 on usage errors; 130 on Ctrl-C.
 - ``train --tuner NAME [--sigma S] [--base BASE] [--model MODEL] [--steps N] ...``:
@@ -27,7 +29,7 @@ from pathlib import Path
 from cdat_core.lab.bases import BASES
 from cdat_core.lab.problems import PROBLEMS
 
-__all__ = ["main"]
+__all__ = ["MAX_CPU_DEVICES", "cpu_devices", "main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
         "--seeds",
         type=int,
         help="number of seeds of every experiment (default: 5, or 2 with --quick)",
+    )
+    v.add_argument(
+        "--cpu-devices",
+        type=int,
+        help="host CPU devices the runs are sharded over (default: the usable cores, at most "
+        "8; ignored when XLA_FLAGS sets --xla_force_host_platform_device_count)",
     )
     v.add_argument("--no-progress", action="store_true", help="no progress bar or stage lines")
     v.add_argument(
@@ -84,9 +92,58 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The most host CPU devices ``verify`` shards over by default.
+MAX_CPU_DEVICES = 8
+_FORCE_FLAG = "--xla_force_host_platform_device_count"
+
+
+def cpu_devices(requested: int | None = None) -> int | None:
+    """Split the host CPU into ``requested`` JAX devices (default: the usable cores, at most 8).
+
+    XLA runs one program per device on its own thread, while the small matrix products of one
+    device's program hardly use a second core; sharding the vmapped lanes over one device per
+    core made a sweep of the full budget 1.4-1.6x faster on 2 cores. Must run before JAX
+    initialises its backends (before any computation); does nothing when ``XLA_FLAGS``
+    already sets ``--xla_force_host_platform_device_count`` (the user's choice wins) or when
+    the backends are already up (in a Python session that ran JAX code: the devices stay).
+
+    Args:
+      requested: the device count, or ``None`` for the default.
+
+    Returns:
+      The count set, or ``None`` when ``XLA_FLAGS`` or running backends decided it.
+
+    Raises:
+      ValueError: ``requested`` < 1.
+    """
+    import os
+
+    import jax
+
+    if requested is not None and requested < 1:
+        raise ValueError(f"--cpu-devices must be >= 1, got {requested}")
+    if _FORCE_FLAG in os.environ.get("XLA_FLAGS", ""):
+        return None
+    if requested is None:
+        usable = (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        )
+        requested = max(1, min(usable or 1, MAX_CPU_DEVICES))
+    try:
+        jax.config.update("jax_num_cpu_devices", requested)
+    except RuntimeError:  # backends already initialised
+        return None
+    return requested
+
+
 def _verify(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.seeds < 1:
         print(f"--seeds must be >= 1, got {args.seeds}", file=sys.stderr)
+        return 2
+    try:
+        cpu_devices(args.cpu_devices)
+    except ValueError as err:
+        print(err, file=sys.stderr)
         return 2
     from cdat_core.lab import compile_cache
 

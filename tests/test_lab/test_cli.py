@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cdat_core.lab import claims, cli
@@ -141,3 +142,60 @@ def test_train_rejects_unknown_names(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(["train", "--tuner", "cdat", "--base", "sgd9"])
     assert info.value.code == 2
+
+
+_DEVICES_SCRIPT = """
+import sys
+from cdat_core.lab import cli
+requested = None if sys.argv[1] == "default" else int(sys.argv[1])
+got = cli.cpu_devices(requested)
+import jax, jax.numpy as jnp
+from cdat_core.lab import train, tuners
+loss = lambda w, a: 0.5 * jnp.sum(a * w**2)
+a = jnp.array([5.0, 2.0, 0.5])
+runs = train.run_lanes(loss, [jnp.ones(3)] * 3, tuners.factory("sharpness"),
+                       [{"sigma": s} for s in (1.0, 2.0, 3.0)], [jax.random.key(0)] * 3,
+                       num_steps=4, data=(a,), record_every=2, vectorize=False)
+print(got, jax.device_count(), [round(float(r.params[0]), 6) for r in runs])
+"""
+
+
+def _devices(arg, xla_flags=""):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags)
+    out = subprocess.run(
+        [sys.executable, "-c", _DEVICES_SCRIPT, arg],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    got, count, *params = out.stdout.split(maxsplit=2)
+    return got, int(count), json.loads(params[0])
+
+
+def test_cpu_devices_splits_the_host_and_the_lanes_run_on_them():
+    got, count, params = _devices("3")
+    assert (got, count) == ("3", 3)
+    # η = σ/λ_max on the quadratic (λ_max = 5): w0 = 1 -> (1 - 5σ/5)^4 = (1 - σ)^4
+    np.testing.assert_allclose(params, [0.0, 1.0, 16.0], atol=1e-5)
+    # the default: the usable cores, at most MAX_CPU_DEVICES
+    got, count, _ = _devices("default")
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert int(got) == count == min(usable, cli.MAX_CPU_DEVICES)
+
+
+def test_cpu_devices_leaves_an_explicit_xla_flag_alone():
+    got, count, _ = _devices("3", "--xla_force_host_platform_device_count=2")
+    assert (got, count) == ("None", 2)
+
+
+def test_cpu_devices_rejects_zero_and_running_backends(capsys):
+    assert cli.main(["verify", "--quick", "--cpu-devices", "0"]) == 2
+    assert "--cpu-devices must be >= 1, got 0" in capsys.readouterr().err
+    import jax
+
+    jax.devices()  # backends are up in this process: the devices stay as they are
+    assert cli.cpu_devices(4) is None
+    assert jax.device_count() == len(jax.devices())
