@@ -62,6 +62,7 @@ from cdat_core.lab.claims.verdicts import (  # isort: skip
     VERDICT_RULE,
     Verdict,
     evaluate_over_seeds,
+    format_markdown,
 )
 
 __all__ = [
@@ -84,6 +85,7 @@ __all__ = [
     "costs",
     "evaluate_claims",
     "evaluate_over_seeds",
+    "format_markdown",
     "format_table",
     "full_batch",
     "identities",

@@ -18,7 +18,7 @@ returns.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -26,7 +26,15 @@ import numpy as np
 from cdat_core.lab.claims.criteria import fmt
 from cdat_core.lab.claims.registry import CLAIMS, ClaimSpec
 
-__all__ = ["FAIL_AT", "PASS_AT", "VERDICT_RULE", "Verdict", "evaluate_over_seeds", "verdict"]
+__all__ = [
+    "FAIL_AT",
+    "PASS_AT",
+    "VERDICT_RULE",
+    "Verdict",
+    "evaluate_over_seeds",
+    "format_markdown",
+    "verdict",
+]
 
 #: Smallest fraction of seeds that hold a claim for PASS.
 PASS_AT = 0.8
@@ -178,3 +186,51 @@ def evaluate_over_seeds(
         chosen = seeds[:1] if only_shared else seeds
         out.append(_over_seeds(spec, {s: per_seed[s] for s in chosen}))
     return out
+
+
+def format_markdown(verdicts: Sequence[Mapping[str, Any]]) -> str:
+    """Verdicts as a markdown table: status, claim, the paper, k/n seeds, the figure's spread.
+
+    Reads plain dicts (``report.json``'s ``claims``; a :class:`Verdict` gives one with
+    ``_asdict()``), so a report's table can be rebuilt without rerunning it.
+
+    Args:
+      verdicts: dicts with the fields of :class:`Verdict`.
+
+    Returns:
+      The table: a header and one row per claim; the last column is the figure's median and
+      range over seeds, then the first seed's words.
+
+    Example:
+      >>> from cdat_core.lab.claims import verdicts
+      >>> row = {"id": "C1.x", "status": "MIXED", "statement": "about 3x", "seeds_held": 3,
+      ...        "seeds_total": 5, "figure": "ratio", "median": 3.3, "low": 3.1, "high": 9.0,
+      ...        "per_seed": [{"seed": 0, "status": "PASS", "measured": "ratio = 3.2"}]}
+      >>> print(verdicts.format_markdown([row]))
+      | | claim | paper | holds in | measured: median [min, max] over seeds; first seed |
+      |---|---|---|---|---|
+      | MIXED | `C1.x` | about 3x | 3/5 | ratio 3.3 [3.1, 9]; seed 0: ratio = 3.2 |
+    """
+    lines = [
+        "| | claim | paper | holds in | measured: median [min, max] over seeds; first seed |",
+        "|---|---|---|---|---|",
+    ]
+    for v in verdicts:
+        first = next((o for o in v["per_seed"] if o["status"] != "N/A"), None)
+        parts = []
+        if v["figure"] and v["seeds_total"]:
+            spread = f"{v['figure']} {fmt(v['median'])}"
+            if v["seeds_total"] > 1:
+                spread += f" [{fmt(v['low'])}, {fmt(v['high'])}]"
+            parts.append(spread)
+        if first is not None:
+            parts.append(f"seed {first['seed']}: {first['measured']}")
+        cells = [
+            v["status"],
+            f"`{v['id']}`",
+            v["statement"],
+            f"{v['seeds_held']}/{v['seeds_total']}" if v["seeds_total"] else "-",
+            "; ".join(parts) or "not evaluated",
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)

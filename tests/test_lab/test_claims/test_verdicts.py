@@ -107,3 +107,42 @@ def test_mixed_verdicts_are_counted_and_shown(synthetic):
     assert "MIXED F3.cdat2.on_edge  [finding 3]" in text
     assert "holds in 1/2 seeds" in text
     assert text.splitlines()[-1] == (f"{counts['PASS']} PASS, 1 MIXED, 0 FAIL, {counts['N/A']} N/A")
+
+
+def test_the_markdown_table_has_one_row_per_claim_with_k_of_n_and_the_spread(synthetic):
+    per_seed = {s: synthetic.ideal() for s in range(5)}
+    for s in (1, 3):
+        _break_on_edge(per_seed[s])
+    out = claims.evaluate_over_seeds(per_seed)
+    # from plain dicts, as report.json holds them
+    text = claims.format_markdown([v._asdict() for v in out])
+    lines = text.splitlines()
+    assert len(lines) == 2 + len(out)
+    row = next(line for line in lines if "`F3.cdat2.on_edge`" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "MIXED" and cells[3] == "3/5"
+    assert cells[4].startswith("eos ") and ", 3]" in cells[4]
+    assert "seed 0:" in cells[4]
+    # a claim no seed evaluates has no k/n
+    na = claims.format_markdown(
+        [v._asdict() for v in claims.evaluate_over_seeds({0: {"budget": "t"}})]
+    )
+    assert all(line.split("|")[4].strip() == "-" for line in na.splitlines()[2:])
+
+
+def test_the_markdown_table_escapes_pipes_in_the_text():
+    row = {
+        "id": "X",
+        "status": "PASS",
+        "statement": "|a|",
+        "seeds_held": 1,
+        "seeds_total": 1,
+        "figure": "",
+        "median": math.nan,
+        "low": math.nan,
+        "high": math.nan,
+        "per_seed": [{"seed": 0, "status": "PASS", "measured": "x |y|"}],
+    }
+    line = claims.format_markdown([row]).splitlines()[-1]
+    assert line.count("|") - line.count("\\|") == 6
+    assert "\\|a\\|" in line and "x \\|y\\|" in line
