@@ -89,7 +89,7 @@ def _sharpness_rule(two: Run, three: Run, cdat2: Run) -> Outcome:
 @claim(
     id="B.warmup_schedule_vs_cdat",
     group="other tuners",
-    statement="Pre-fixed warm-up schedules can still beat CDAT (Fig. 19; shown in mini-batch).",
+    statement="Pre-fixed warm-up schedules can still beat CDAT (Fig. 19, full batch).",
     criterion="final loss warm-up+cosine (peak tuned) < CDAT σ=2 (full batch here)",
     needs={"schedule": needs.selected("gd", "warmup_cosine"), "cdat2": CDAT2},
     budgets=FULL_ONLY,
