@@ -1,7 +1,7 @@
 """cdat_core: curvature-aware learning-rate tuners and curvature diagnostics for JAX.
 
 The public API is re-exported here (``import cdat_core as cc``); ``cc.dynamics`` and
-``cc.lab`` are submodules. See ``shared/DESIGN.md`` for the contract.
+``cc.lab`` are submodules. The README's Architecture section shows the layout.
 """
 
 from cdat_core import dynamics as dynamics  # cc.dynamics, not in __all__

@@ -36,7 +36,7 @@ Conventions shared by the three simulators:
   held at its last finite values and ``diverged`` is True; ``diverged`` never switches back,
   so ``trajectory.diverged[-1]`` says whether the run diverged and
   ``argmax(trajectory.diverged)`` at which step. The last finite values before the flag are
-  typically huge (|x| of 1e100 or more), so plots show the blow-up, but values at flagged
+  typically huge (:math:`|x|` of 1e100 or more), so plots show the blow-up, but values at flagged
   steps are **not** part of the dynamics. Outputs are NaN only if an initial condition is.
 """
 

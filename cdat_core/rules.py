@@ -115,14 +115,14 @@ def cdat_learning_rate(
       max_learning_rate: upper bound on the result (``inf``: no bound).
 
     Returns:
-      The learning rate, a scalar in :math:`[0, \text{max\_learning\_rate}]`. Defined values:
-      a non-finite input gives 0; an ascent or flat direction (slope :math:`\ge 0`) gives 0;
-      a zero denominator with a positive numerator gives ``max_learning_rate`` if it is
-      finite, else 0 (no curvature, no step). A denominator below the smallest normal float,
-      or a quotient above ``finfo.max**0.25`` (about 1e9 in float32, 1e77 in float64),
-      counts as a zero denominator: such steps are beyond anything meaningful and would
-      overflow the gradients. So does a numerator :math:`\sigma|\nabla f(w)^\top u|` that
-      overflows; a denominator that overflows gives 0.
+      The learning rate, a scalar in :math:`[0, \text{max\_learning\_rate}]`, with these
+      defined values: a non-finite input gives 0; an ascent or flat direction (slope
+      :math:`\ge 0`) gives 0; a zero denominator with a positive numerator gives
+      ``max_learning_rate`` if it is finite, else 0 (no curvature, no step). A denominator
+      below the smallest normal float, or a quotient above ``finfo.max**0.25`` (about 1e9 in
+      float32, 1e77 in float64), counts as a zero denominator: such steps are beyond anything
+      meaningful and would overflow the gradients. So does a numerator
+      :math:`\sigma|\nabla f(w)^\top u|` that overflows; a denominator that overflows gives 0.
 
     Example:
       On :math:`f(w) = \tfrac{\lambda}{2} w^2` with :math:`u = -f'(w)`, the on-edge step is

@@ -143,8 +143,8 @@ def cost_ratios(costs: Costs, reference: Costs) -> dict[str, float]:
       reference: the reference's (the objective, or a plain optimizer step).
 
     Returns:
-      ``{"flops": ..., "transcendentals": ..., "flops_and_transcendentals": ...,
-      "temp_bytes": ..., "total_bytes": ...}``; a ratio whose reference count is 0 is ``nan``.
+      A dict with keys ``flops``, ``transcendentals``, ``flops_and_transcendentals``,
+      ``temp_bytes`` and ``total_bytes``; a ratio whose reference count is 0 is ``nan``.
 
     Example:
       >>> from cdat_core.lab import costs

@@ -153,10 +153,10 @@ def cost_ratios(
       number: calls per callable per round.
 
     Returns:
-      ``{"description", "ratios": {"directional_curvature/objective flops": ...,
-      "directional_curvature/objective bytes": ..., "directional_curvature/hvp_dot
-      temp_bytes": ..., "directional_curvature/objective wall": ..., "sgd+cdat/sgd flops":
-      ..., "sgd+cdat/sgd wall": ...}, "counts": {...}, "seconds": {...}, "spread": {...}}``.
+      A dict with ``description``, ``ratios`` (keys ``"directional_curvature/objective
+      flops"``, ``"directional_curvature/objective bytes"``, ``"directional_curvature/hvp_dot
+      temp_bytes"``, ``"directional_curvature/objective wall"``, ``"sgd+cdat/sgd flops"``,
+      ``"sgd+cdat/sgd wall"``), ``counts``, ``seconds`` and ``spread``.
 
     Example:
       >>> from cdat_core.lab import measurements, problems

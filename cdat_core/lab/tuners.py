@@ -363,8 +363,8 @@ def select_best(histories: Sequence[History], last: int = 5) -> tuple[int, bool]
       last: iterates averaged (5 in the paper).
 
     Returns:
-      ``(index, inside)``: ``inside`` is False when the best is the first or last grid point
-      (the paper widens such grids; the lab reports it).
+      ``(index, inside)``, where ``inside`` is False when the best is the first or last grid
+      point (the paper widens such grids; the lab reports it).
 
     Example:
       >>> import numpy as np

@@ -198,7 +198,7 @@ def format_markdown(verdicts: Sequence[Mapping[str, Any]]) -> str:
       verdicts: dicts with the fields of :class:`Verdict`.
 
     Returns:
-      The table: a header and one row per claim; the last column is the figure's median and
+      The table, a header and one row per claim; the last column is the figure's median and
       range over seeds, then the first seed's words.
 
     Example:
