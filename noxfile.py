@@ -8,7 +8,7 @@ import nox
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["tests", "property", "doctest", "lint", "typecheck", "examples"]
+nox.options.sessions = ["tests", "property", "doctest", "lint", "typecheck", "examples", "docs"]
 
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
@@ -67,6 +67,24 @@ def examples(session: nox.Session) -> None:
     session.install("-e", ".[test,lab]")
     for script in sorted(Path("examples").glob("*.py")):
         session.run("python", str(script), "--quick", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (Sphinx) into build/docs/html, warnings as errors."""
+    session.install("-e", ".[docs]")
+    # -E: read every page again, so a warning is never hidden by an earlier build's cache.
+    session.run(
+        "sphinx-build",
+        "-W",
+        "--keep-going",
+        "-E",
+        "-b",
+        "html",
+        "docs/site",
+        "build/docs/html",
+        *session.posargs,
+    )
 
 
 @nox.session(default=False)
