@@ -6,10 +6,18 @@ width 64, 4 heads, context 64. The corpus is generated from the docstrings of a 
 standard-library modules and their public members, so nothing is downloaded (it depends on
 the Python version, not on the network). Training is full batch on 128 fixed sequences, with
 RMSProp at learning rate 1 as the direction, scaled by CDAT on the edge (σ = 2, EMA 0.9) with
-the loss check ``max_rise=1.0``. ``--baseline-lr`` also trains constant RMSProp at that rate.
+the loss check ``max_rise=1.0``; the full run then trains constant RMSProp for comparison.
 
-    python examples/nanolm.py                 # 300 steps, then a 200-character sample
-    python examples/nanolm.py --quick         # 15 steps on 32 sequences (`nox -s examples`)
+Measured (Python 3.11, seed 0, 300 steps; `python examples/nanolm.py`): CDAT's learning rate
+falls from 0.149 to 6.5e-4 and the train loss stalls near 2.9 (held-out 3.34), while constant
+``rmsprop(3e-3)`` reaches 0.048 (held-out 6.79: it memorises the 8k characters). The loss
+check never fires here (0 backtracks): RMSProp's first directions are large, so the allowed
+rise, ``max_rise`` times the first-order decrease, is large too. This is the case of issue 13
+where CDAT's rate falls instead of warming up; see the README's recipe table before using CDAT
+on a Transformer.
+
+    python examples/nanolm.py                 # 300 steps, then constant RMSProp (3e-3)
+    python examples/nanolm.py --quick         # 15 CDAT steps on 32 sequences (nox -s examples)
 """
 
 import argparse
@@ -78,13 +86,15 @@ def sequences(ids, num, length, rng):
 
 
 def main(argv=None):
-    """Train, print loss and learning rate, the held-out loss and a sample."""
+    """Train; print the loss, CDAT's learning rate and the held-out loss."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="15 steps on 32 sequences (CI)")
     parser.add_argument("--steps", type=int, default=None, help="number of steps (default 300)")
     parser.add_argument("--sequences", type=int, default=None, help="training set (default 128)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--baseline-lr", type=float, default=None, help="also constant RMSProp")
+    parser.add_argument(
+        "--baseline-lr", type=float, default=3e-3, help="constant RMSProp after CDAT; 0: none"
+    )
     args = parser.parse_args(argv)
     steps = args.steps or (15 if args.quick else 300)
     num_sequences = args.sequences or (32 if args.quick else 128)
@@ -97,13 +107,15 @@ def main(argv=None):
     split = int(0.9 * len(ids))
     rng = np.random.default_rng(args.seed)
     x, y = sequences(ids[:split], num_sequences, block_size, rng)
-    x_val, y_val = sequences(ids[split:], 128, block_size, rng)
+    x_val, y_val = sequences(ids[split:], num_sequences, block_size, rng)  # same shape: one jit
     model = NanoLM(vocab_size=len(vocab), block_size=block_size)
     init_params = model.init(jax.random.key(args.seed), x[:1])["params"]
 
     def loss_fn(params, x, y):
         logits = model.apply({"params": params}, x)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    evaluate = jax.jit(loss_fn)
 
     def train(tx, label):
         @jax.jit
@@ -113,32 +125,26 @@ def main(argv=None):
             return optax.apply_updates(params, updates), opt_state, loss
 
         params, opt_state = init_params, tx.init(init_params)
+        backtracks = 0
         for i in range(steps):
             params, opt_state, loss = step(params, opt_state)
+            backtracks += int(optax.tree.get(opt_state, "num_backtracks", default=0))
             if i % max(steps // 5, 1) == 0 or i == steps - 1:
                 lr = optax.tree.get(opt_state, "learning_rate", default=None)
                 lr_text = "" if lr is None else f"  lr {float(lr):.4g}"
                 print(f"{label} step {i:4d}  train loss {float(loss):.4f}{lr_text}")
-        val = float(jax.jit(loss_fn)(params, x_val, y_val))
-        print(f"{label} final  train loss {float(loss_fn(params, x, y)):.4f}  held-out {val:.4f}")
-        return params
+        train_loss, val = float(evaluate(params, x, y)), float(evaluate(params, x_val, y_val))
+        print(f"{label} final  train loss {train_loss:.4f}  held-out {val:.4f}", end="")
+        print(f"  ({backtracks} backtracks of the loss check)" if label == "cdat" else "")
 
     print(
         f"NanoLM: {len(text)} characters of docstrings, vocabulary {len(vocab)}, "
         f"{num_sequences} sequences of {block_size}, {steps} full-batch steps"
     )
     tx = cc.cdat(optax.rmsprop(1.0), sigma=2.0, ema_decay=0.9, max_rise=1.0)
-    params = train(tx, "cdat")
-    if args.baseline_lr is not None:
+    train(tx, "cdat")
+    if args.baseline_lr > 0 and not args.quick:
         train(optax.rmsprop(args.baseline_lr), f"rmsprop({args.baseline_lr:g})")
-
-    if not args.quick:
-        sample = jax.jit(lambda p, t: jnp.argmax(model.apply({"params": p}, t)[0, -1]))
-        context = list(x_val[0][:block_size])
-        for _ in range(200):
-            window = jnp.asarray(context[-block_size:])[None]
-            context.append(int(sample(params, window)))
-        print("greedy sample:", repr("".join(vocab[i] for i in context[block_size:])))
 
 
 if __name__ == "__main__":
