@@ -2,13 +2,17 @@ r"""The verify job's report as plain data: run labels, run summaries, JSON-safe 
 
 :func:`run_summary` turns a :class:`cdat_core.lab.train.TrainResult` into the dict that the
 JSON report stores, :func:`cdat_core.lab.claims.evaluate_claims` reads and
-:func:`cdat_core.lab.plots.plot_runs` draws.
+:func:`cdat_core.lab.plots.plot_runs` draws; :func:`write_json` writes a report so that an
+interruption never leaves half a file.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +20,7 @@ import numpy as np
 from cdat_core.lab import train
 from cdat_core.lab.tuners import TUNERS
 
-__all__ = ["label", "run_summary", "sanitize"]
+__all__ = ["label", "run_summary", "sanitize", "write_json"]
 
 
 def label(tuner: str, hp: Mapping[str, float]) -> str:
@@ -122,3 +126,35 @@ def sanitize(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def write_json(path: str | Path, data: Any, *, indent: int | None = 1) -> Path:
+    """Write :func:`sanitize` of ``data`` as strict JSON, atomically.
+
+    The text goes to a temporary file beside ``path`` that then replaces it, so a reader
+    (or a Ctrl-C during the write) sees the old file or the new one, never half of one.
+
+    Args:
+      path: the file.
+      data: nested dicts, lists, numbers and strings (non-finite floats become ``null``).
+      indent: JSON indentation (``None``: one line).
+
+    Returns:
+      ``path`` as a :class:`~pathlib.Path`.
+
+    Example:
+      >>> import json, math, pathlib, tempfile
+      >>> from cdat_core.lab import report
+      >>> path = report.write_json(pathlib.Path(tempfile.mkdtemp()) / "r.json", {"a": math.nan})
+      >>> json.loads(path.read_text())
+      {'a': None}
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(sanitize(data), f, ensure_ascii=False, indent=indent, allow_nan=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -11,13 +11,15 @@ scaled by each seed's :math:`\lambda_0`; the appendix C.3 selection (best mean l
 last 5 iterates) is made per seed, and a seed whose best point is at an end of a power-of-2
 grid gets that grid widened (all such seeds in one call). Lanes go a seed count at a time
 (:func:`~cdat_core.lab.train.run_lanes`'s ``lanes_per_call``), so each tuner of an
-experiment, grid and widenings alike, is one compiled program. :class:`Progress` prints one
-line per stage with an ETA (readable in a log file) and drives a tqdm bar on a terminal.
+experiment, grid and widenings alike, is one compiled program. :class:`Progress` drives a
+tqdm bar on a terminal and prints timestamped lines (stage, lane-steps done/total, ETA) that
+a log file can read: per stage, and at least every 30 s within one when there is no bar.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Sequence
@@ -29,7 +31,15 @@ from cdat_core.lab import bases, train, tuners
 from cdat_core.lab import report as report_lib
 from cdat_core.lab.plans import Plan, SweepSpec
 
-__all__ = ["MAX_GRID_EXTENSIONS", "Built", "Progress", "build", "experiment_key", "run_sweep"]
+__all__ = [
+    "MAX_GRID_EXTENSIONS",
+    "Built",
+    "Progress",
+    "build",
+    "duration",
+    "experiment_key",
+    "run_sweep",
+]
 
 #: How many times a grid whose best point is at an end is extended (see
 #: :class:`~cdat_core.lab.plans.SweepSpec`).
@@ -87,18 +97,77 @@ def chunks(num_steps: int, record_every: int) -> int:
     return -(-num_steps // record_every) * record_every
 
 
-class Progress:
-    """Per-stage lines with an ETA (to ``stream``), and a tqdm bar when ``bar`` is set.
+def duration(seconds: float) -> str:
+    """Seconds in words for progress lines: ``"42 s"``, ``"3 min 05 s"``, ``"1 h 02 min"``.
 
-    The ETA assumes the remaining lane-steps cost what the done ones did on average.
+    Example:
+      >>> from cdat_core.lab import runner
+      >>> runner.duration(42.4), runner.duration(185), runner.duration(3720), runner.duration(
+      ...     float("nan"))
+      ('42 s', '3 min 05 s', '1 h 02 min', '?')
+    """
+    if not seconds == seconds or seconds < 0:  # NaN: nothing done yet
+        return "?"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class Progress:
+    """A job's progress: a tqdm bar on a terminal, plain timestamped lines for a log file.
+
+    With ``lines``, a line goes to ``stream`` when a stage finishes (:meth:`finished`); with
+    ``lines`` and no ``bar`` (stderr is not a terminal: nox, CI, ``nohup``), a line also goes
+    when a stage starts and at least every ``interval`` seconds within a stage, written by a
+    daemon thread, so a long compilation shows up too. Each line reads ``YYYY-MM-DD HH:MM:SS
+    [ pc%] text``: the stage, the lane-steps done/total and elapsed time with an ETA (which
+    assumes the remaining lane-steps cost what the done ones did on average). Use it as a
+    context manager, or call :meth:`close`, to stop the thread.
+
+    Example:
+      >>> import io
+      >>> from cdat_core.lab import runner
+      >>> out = io.StringIO()
+      >>> with runner.Progress(400, lines=True, bar=False, stream=out) as p:
+      ...     p.stage("stage 1/2 gd: cdat")
+      ...     p.update(100)
+      >>> print(out.getvalue()[20:])  # after the timestamp
+      [  0%] stage 1/2 gd: cdat started; elapsed 0 s
+      <BLANKLINE>
     """
 
-    def __init__(self, total: int, *, lines: bool, bar: bool, stream: TextIO = sys.stderr):
+    def __init__(
+        self,
+        total: int,
+        *,
+        lines: bool,
+        bar: bool,
+        stream: TextIO | None = None,
+        interval: float = 30.0,
+    ):
         from tqdm.auto import tqdm
 
+        stream = sys.stderr if stream is None else stream
         self.total, self.done, self.lines, self.stream = total, 0, lines, stream
+        self.interval, self.text = interval, ""
         self.start = time.perf_counter()
+        self._last = time.monotonic()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
         self.bar = tqdm(total=total, unit="step", disable=not bar, file=stream, dynamic_ncols=True)
+        self._thread = None
+        if lines and not bar and interval > 0:
+            self._thread = threading.Thread(target=self._beat, name="progress", daemon=True)
+            self._thread.start()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def add(self, steps: int) -> None:
         """More steps planned (a widened grid)."""
@@ -111,25 +180,59 @@ class Progress:
         self.bar.update(steps)
 
     def stage(self, text: str) -> None:
-        """Name the stage in progress."""
+        """Name the stage in progress (a line when lines are on and no bar is shown)."""
+        self.text = text
         self.bar.set_description(text)
+        if self.lines and self.bar.disable:
+            self.write(f"{text} started; elapsed {duration(self.elapsed())}")
+
+    def elapsed(self) -> float:
+        """Seconds since the start."""
+        return time.perf_counter() - self.start
+
+    def status(self) -> str:
+        """The stage, the lane-steps done/total, the elapsed time and the ETA."""
+        elapsed = self.elapsed()
+        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        return (
+            f"{self.text}: {self.done:,}/{self.total:,} lane-steps; elapsed "
+            f"{duration(elapsed)}, ETA {duration(eta)}"
+        )
+
+    def write(self, text: str) -> None:
+        """One timestamped line: ``YYYY-MM-DD HH:MM:SS [ pc%] text``."""
+        percent = 100.0 * self.done / max(self.total, 1)
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{percent:3.0f}%] {text}"
+        with self._lock:
+            self.bar.write(line, file=self.stream)
+            self.stream.flush()
+            self._last = time.monotonic()
 
     def finished(self, text: str, seconds: float) -> None:
-        """Report a finished stage, the elapsed time and the ETA."""
+        """Report a finished stage, its time, the elapsed time and the ETA."""
         if not self.lines:
             return
-        elapsed = time.perf_counter() - self.start
+        elapsed = self.elapsed()
         eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
-        percent = 100.0 * self.done / max(self.total, 1)
-        self.bar.write(
-            f"[{percent:3.0f}%] {text} in {seconds:.1f} s; elapsed {elapsed:.0f} s, "
-            f"ETA {eta:.0f} s",
-            file=self.stream,
+        self.write(
+            f"{text} in {duration(seconds)}; elapsed {duration(elapsed)}, ETA {duration(eta)}"
         )
-        self.stream.flush()
+
+    def _beat(self) -> None:
+        while True:
+            with self._lock:
+                due = self._last + self.interval
+            if self._stop.wait(max(0.0, due - time.monotonic())):
+                return
+            with self._lock:
+                if time.monotonic() >= self._last + self.interval and not self._stop.is_set():
+                    self.write(self.status())
 
     def close(self) -> None:
-        """Close the bar."""
+        """Stop the line thread and close the bar."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
         self.bar.close()
 
 

@@ -3,8 +3,9 @@ r"""The main job: run a budget's plan over seeds, evaluate the paper's claims, w
 :func:`run_verify` runs a :class:`~cdat_core.lab.plans.Plan` (:data:`PLANS`: ``"quick"`` and
 ``"full"``, built from the registered claims' needs by
 :func:`cdat_core.lab.plans.build_plan`; the budgets are described in
-:mod:`cdat_core.lab.plans`) from several seeds, writes ``report.json`` and PNG plots into a
-folder, and returns the report; the claims table is
+:mod:`cdat_core.lab.plans`) from several seeds, writes ``report.json`` (a partial one as
+each stage finishes, so Ctrl-C keeps what finished: :class:`Interrupted`), PNG plots and a
+self-contained ``report.html`` into a folder, and returns the report; the claims table is
 :func:`cdat_core.lab.claims.format_table` of ``report["claims"]``.
 
 The steps: the measurements that need no training (:data:`MEASUREMENTS`: identities per
@@ -20,7 +21,6 @@ rule (:mod:`cdat_core.lab.claims.verdicts`); the plots (of the first seed).
 from __future__ import annotations
 
 import functools
-import json
 import os
 import platform
 import sys
@@ -43,6 +43,7 @@ __all__ = [
     "MEASUREMENTS",
     "PLANS",
     "ExperimentSpec",
+    "Interrupted",
     "Plan",
     "SweepSpec",
     "run_verify",
@@ -170,6 +171,22 @@ def _environment() -> dict[str, Any]:
     }
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_verify`; what finished is in the partial ``report.json``.
+
+    Attributes:
+      path: the partial report (``"partial": true``, the finished stages' results).
+      stages_done: how many stages finished.
+      stages_total: how many the job has.
+    """
+
+    def __init__(self, path: Path, stages_done: int, stages_total: int):
+        super().__init__(
+            f"interrupted after {stages_done}/{stages_total} stages; their results are in {path}"
+        )
+        self.path, self.stages_done, self.stages_total = path, stages_done, stages_total
+
+
 def run_verify(
     budget: str | Plan = "quick",
     out_dir: str | Path = "cdat-core-report",
@@ -178,26 +195,38 @@ def run_verify(
     seeds: int | None = None,
     progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Run a budget's experiments over seeds, evaluate the claims, write ``report.json``, PNGs.
+    """Run a budget's experiments over seeds, evaluate the claims, write the report and plots.
+
+    ``out_dir/report.json`` is rewritten as each stage finishes (the measurements, the
+    problems, every sweep), with ``"partial": true`` and the results so far, and then once
+    whole (``"partial": false``, with the claims); the PNG plots (``out_dir/plots``) and a
+    self-contained ``out_dir/report.html`` (:func:`cdat_core.lab.html_report.write_html`)
+    come at the end. Ctrl-C stops the job: the report then holds the stages that finished
+    (``"interrupted": true``) and :class:`Interrupted` is raised.
 
     Args:
       budget: a key of :data:`PLANS`, or a :class:`~cdat_core.lab.plans.Plan`.
-      out_dir: the output folder (created); ``report.json`` and ``plots/*.png`` go there.
+      out_dir: the output folder (created).
       seed: the first seed; the seeds are ``seed, seed + 1, ...``. A seed sets the initial
         weights and every PRNG key of its runs.
       seeds: how many seeds (default: the plan's ``seeds``).
-      progress: show a tqdm progress bar on stderr (default: when stderr is a terminal) and
-        one line per stage with an ETA (unless ``False``).
+      progress: show a tqdm progress bar on stderr (default: when stderr is a terminal);
+        unless ``False``, also timestamped lines (:class:`~cdat_core.lab.runner.Progress`):
+        per stage, and every 30 s within one when there is no bar.
 
     Returns:
       The report: ``budget``, ``seeds``, ``verdict_rule``, ``environment``, ``plan``,
-      ``compile`` (see :func:`cdat_core.lab.compile_cache.counts`), ``seconds`` (per part and
-      total), ``results`` (see :func:`seed_results`), ``claims`` (one dict per claim, see
-      :class:`cdat_core.lab.claims.Verdict`), ``summary`` and ``plots``.
+      ``stages``, ``partial`` (False), ``results`` (see :func:`seed_results`), ``claims``
+      (one dict per claim, see :class:`cdat_core.lab.claims.Verdict`), ``summary``,
+      ``plots``, ``html``, ``seconds`` (per part and total) and ``compile`` (see
+      :func:`cdat_core.lab.compile_cache.counts`).
 
     Raises:
       ValueError: an unknown budget or measurement, or fewer than 1 seed.
+      Interrupted: on Ctrl-C (a ``KeyboardInterrupt``), after writing the partial report.
     """
+    from cdat_core.lab import html_report
+
     if isinstance(budget, Plan):
         plan = budget
     elif budget in PLANS:
@@ -219,49 +248,12 @@ def run_verify(
     steps = sum(
         len(s.hyperparams) * runner.chunks(s.num_steps, plan.record_every) for s in plan.sweeps
     )
-    show_bar = sys.stderr.isatty() if progress is None else progress
-    bar = runner.Progress(num_seeds * steps, lines=progress is not False, bar=show_bar)
     results: dict[str, Any] = {
         "budget": plan.budget,
         "seeds": seed_list,
         "shared": {},
         "per_seed": {str(s): {"experiments": {}} for s in seed_list},
     }
-
-    bar.stage("measurements")
-    seconds.update(_measure(plan, {}, seed_list, False, results))
-    bar.stage("building problems")
-    t = time.perf_counter()
-    built = runner.build(plan, seed_list)
-    seconds["build"] = time.perf_counter() - t
-    for name, spec in plan.experiments.items():
-        for s, lam0 in zip(seed_list, built[name].initial_sharpness, strict=True):
-            results["per_seed"][str(s)]["experiments"][name] = {
-                "description": spec.description(),
-                "initial_sharpness": lam0,
-                "runs": {},
-                "selected": {},
-            }
-    for i, sweep in enumerate(plan.sweeps):
-        t = time.perf_counter()
-        stage = f"{sweep.experiment}: {sweep.tuner}"
-        bar.stage(stage)
-        exps = [results["per_seed"][str(s)]["experiments"][sweep.experiment] for s in seed_list]
-        runner.run_sweep(plan, sweep, built[sweep.experiment], exps, bar)
-        seconds[f"{sweep.experiment}:{sweep.tuner}"] = took = time.perf_counter() - t
-        bar.finished(
-            f"sweep {i + 1}/{len(plan.sweeps)} {stage} ({num_seeds} seeds x "
-            f"{len(sweep.hyperparams)} runs, {sweep.num_steps} steps)",
-            took,
-        )
-    bar.close()
-    seconds.update(_measure(plan, built, seed_list, True, results))
-
-    results = report_lib.sanitize(results)
-    shared = {n for n in plan.measurements if not MEASUREMENTS[n].per_seed}
-    verdicts = claims_lib.evaluate_over_seeds(
-        {s: seed_results(results, s) for s in seed_list}, shared=shared
-    )
     report: dict[str, Any] = {
         "budget": plan.budget,
         "seeds": seed_list,
@@ -273,6 +265,114 @@ def run_verify(
             "experiments": {k: v._asdict() for k, v in plan.experiments.items()},
             "sweeps": [s._asdict() for s in plan.sweeps],
         },
+    }
+    timed = {n: MEASUREMENTS[n].after_runs for n in plan.measurements}
+    stages = [
+        *(["measurements"] if not all(timed.values()) else []),
+        "building problems",
+        *(f"{s.experiment}: {s.tuner}" for s in plan.sweeps),
+        *(["measurements after the runs"] if any(timed.values()) else []),
+        "claims, plots and report",
+    ]
+    report["stages"] = stages
+    done: list[str] = []
+    built: dict[str, Built] = {}
+
+    def save_partial(interrupted: bool) -> None:
+        seconds["total"] = time.perf_counter() - start
+        partial = {"partial": True, "interrupted": interrupted, "stages_done": done}
+        report_lib.write_json(
+            out / "report.json",
+            {**report, **partial, "seconds": seconds, "results": results},
+            indent=None,  # 3x faster to write than indented; the whole report is indented
+        )
+
+    def build() -> str:
+        built.update(runner.build(plan, seed_list))
+        for name, spec in plan.experiments.items():
+            for s, lam0 in zip(seed_list, built[name].initial_sharpness, strict=True):
+                results["per_seed"][str(s)]["experiments"][name] = {
+                    "description": spec.description(),
+                    "initial_sharpness": lam0,
+                    "runs": {},
+                    "selected": {},
+                }
+        return f"{len(plan.experiments)} experiments x {num_seeds} seeds"
+
+    def sweep(i: int, spec: SweepSpec) -> str:
+        exps = [results["per_seed"][str(s)]["experiments"][spec.experiment] for s in seed_list]
+        runner.run_sweep(plan, spec, built[spec.experiment], exps, bar)
+        return (
+            f"sweep {i + 1}/{len(plan.sweeps)}, {num_seeds} seeds x {len(spec.hyperparams)} "
+            f"runs, {spec.num_steps} steps"
+        )
+
+    def measure(after_runs: bool) -> str:
+        seconds.update(_measure(plan, built, seed_list, after_runs, results))
+        return ", ".join(n for n, a in timed.items() if a == after_runs)
+
+    work: list[tuple[str, Callable[[], str]]] = [
+        *([("measurements", lambda: measure(False))] if not all(timed.values()) else []),
+        ("build", build),
+        *(
+            (f"{s.experiment}:{s.tuner}", functools.partial(sweep, i, s))
+            for i, s in enumerate(plan.sweeps)
+        ),
+        *([("after_runs", lambda: measure(True))] if any(timed.values()) else []),
+    ]
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    with runner.Progress(num_seeds * steps, lines=progress is not False, bar=show_bar) as bar:
+        try:
+            for k, (key, run) in enumerate(work):
+                label = f"stage {k + 1}/{len(stages)} {stages[k]}"
+                bar.stage(label)
+                t = time.perf_counter()
+                what = run()
+                took = time.perf_counter() - t
+                if key not in ("measurements", "after_runs"):  # those time each measurement
+                    seconds[key] = took
+                done.append(stages[k])
+                save_partial(False)  # before the line: a line means its stage is saved
+                bar.finished(f"{label} ({what})", took)
+            bar.stage(f"stage {len(stages)}/{len(stages)} {stages[-1]}")
+            t = time.perf_counter()
+            report = _finish(plan, report, results, out, seed_list, seconds)
+            seconds["total"] = time.perf_counter() - start
+            report["seconds"] = seconds
+            after = compile_cache.counts()
+            report["compile"] = {k: after[k] - compiled_before[k] for k in after}
+            report["compile"]["cache_dir"] = compile_cache.current_dir()
+            report["html"] = str(out / "report.html")
+            report = report_lib.sanitize(report)
+            report_lib.write_json(out / "report.json", report)
+            done.append(stages[-1])  # the whole report is written: keep it on Ctrl-C
+            html_report.write_html(report, out / "report.html")
+            bar.finished(f"stage {len(stages)}/{len(stages)} {stages[-1]}", time.perf_counter() - t)
+        except KeyboardInterrupt as err:
+            bar.close()
+            if len(done) < len(stages):
+                save_partial(True)
+            raise Interrupted(out / "report.json", len(done), len(stages)) from err
+    return report
+
+
+def _finish(
+    plan: Plan,
+    report: dict[str, Any],
+    results: dict[str, Any],
+    out: Path,
+    seed_list: list[int],
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """The claims over seeds and the plots (of the first seed), added to ``report``."""
+    results = report_lib.sanitize(results)
+    shared = {n for n in plan.measurements if not MEASUREMENTS[n].per_seed}
+    verdicts = claims_lib.evaluate_over_seeds(
+        {s: seed_results(results, s) for s in seed_list}, shared=shared
+    )
+    report = {
+        **report,
+        "partial": False,
         "results": results,
         "claims": [v._asdict() for v in verdicts],
         "summary": claims_lib.summary(verdicts),
@@ -281,12 +381,4 @@ def run_verify(
     first = {"results": seed_results(results, seed_list[0])}
     report["plots"] = plots.plot_report(first, out / "plots")
     seconds["plots"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - start
-    report["seconds"] = seconds
-    after = compile_cache.counts()
-    report["compile"] = {k: after[k] - compiled_before[k] for k in after}
-    report["compile"]["cache_dir"] = compile_cache.current_dir()
-    report = report_lib.sanitize(report)
-    with open(out / "report.json", "w", encoding="utf-8") as f:
-        json.dump(report, f, ensure_ascii=False, indent=1, allow_nan=False)
     return report

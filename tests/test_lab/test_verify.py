@@ -159,3 +159,78 @@ def test_unknown_budget_and_measurement_raise(tmp_path):
     plan = plans.CATALOGS["quick"]()._replace(measurements={"spectrum": ""})
     with pytest.raises(ValueError, match=r"unknown measurements \['spectrum'\]"):
         verify.run_verify(plan, tmp_path)
+
+
+def test_ctrl_c_keeps_the_finished_stages_in_a_partial_report(toy, tmp_path, monkeypatch):
+    """The second sweep is interrupted: report.json holds the first, marked partial."""
+    plan = plans.build_plan("toy", CLAIMS.values())
+    second = plans.SweepSpec("toy", "cdat", ({"sigma": 2.0},), 40, select=False)
+    plan = plan._replace(sweeps=(*plan.sweeps, second))
+    run_sweep = verify.runner.run_sweep
+
+    def interrupted_at_cdat(plan, sweep, *args):
+        if sweep.tuner == "cdat":
+            raise KeyboardInterrupt
+        return run_sweep(plan, sweep, *args)
+
+    monkeypatch.setattr(verify.runner, "run_sweep", interrupted_at_cdat)
+    with pytest.raises(verify.Interrupted) as info:
+        verify.run_verify(plan, tmp_path, seeds=2, progress=False)
+    assert isinstance(info.value, KeyboardInterrupt)
+    assert (info.value.stages_done, info.value.stages_total) == (2, 4)
+    partial = json.loads((tmp_path / "report.json").read_text())
+    assert partial["partial"] is True and partial["interrupted"] is True
+    assert partial["stages_done"] == ["building problems", "toy: halving"]
+    assert partial["stages"][2:] == ["toy: cdat", "claims, plots and report"]
+    for seed in ("0", "1"):
+        runs = partial["results"]["per_seed"][seed]["experiments"]["toy"]["runs"]
+        assert list(runs) == ["halving η=1"]
+        np.testing.assert_allclose(runs["halving η=1"]["learning_rate"], 0.5)
+    assert "claims" not in partial and not (tmp_path / "report.html").exists()
+
+
+def test_report_json_is_rewritten_after_every_stage(toy, tmp_path, monkeypatch):
+    plan = plans.build_plan("toy", CLAIMS.values())
+    seen = []
+    write_json = verify.report_lib.write_json
+
+    def spy(path, data, **kw):
+        seen.append((data["partial"], list(data.get("stages_done", []))))
+        return write_json(path, data, **kw)
+
+    monkeypatch.setattr(verify.report_lib, "write_json", spy)
+    verify.run_verify(plan, tmp_path, seeds=1, progress=False)
+    assert seen == [
+        (True, ["building problems"]),
+        (True, ["building problems", "toy: halving"]),
+        (False, []),
+    ]
+
+
+def test_progress_lines_are_timestamped_and_come_within_a_long_stage():
+    import io
+    import re
+    import time
+
+    from cdat_core.lab import runner
+
+    out = io.StringIO()
+    with runner.Progress(1000, lines=True, bar=False, stream=out, interval=0.01) as progress:
+        progress.stage("stage 2/5 gd: cdat")
+        progress.update(250)
+        deadline = time.monotonic() + 30.0
+        while "250/1,000" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)  # no update: the line thread reports on its own
+        progress.finished("stage 2/5 gd: cdat (sweep 1/3)", 3.0)
+    lines = out.getvalue().splitlines()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[ *\d+%\] "
+    assert all(re.match(stamp, line) for line in lines), lines
+    assert re.match(stamp + r"stage 2/5 gd: cdat started", lines[0])
+    beat = next(line for line in lines if "250/1,000" in line)
+    assert re.search(r"\[ 25%\] stage 2/5 gd: cdat: 250/1,000 lane-steps; elapsed .*, ETA ", beat)
+    assert re.search(r"sweep 1/3\) in 3 s; elapsed .*, ETA ", lines[-1])
+    silent = io.StringIO()
+    with runner.Progress(10, lines=False, bar=False, stream=silent, interval=0.01) as quiet:
+        quiet.stage("x")
+        quiet.finished("x", 1.0)
+    assert silent.getvalue() == ""
