@@ -1,7 +1,9 @@
-"""The cdat-core command line: `verify --quick` end to end, `train`, `list`."""
+"""The cdat-core command line: `verify --quick`, Ctrl-C, `train`, `list`, usage errors."""
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -105,43 +107,197 @@ def test_quick_prints_the_claims_table(quick_report):
     assert "seeds [0, 1]" in stdout and "persistent cache off" in stdout
 
 
-def test_verify_rejects_a_seed_count_below_one(capsys):
-    assert cli.main(["verify", "--quick", "--seeds", "0"]) == 2
-    assert "--seeds must be >= 1, got 0" in capsys.readouterr().err
+def test_quick_writes_a_self_contained_html_report(quick_report):
+    out, stdout, report = quick_report
+    text = (out / "report.html").read_text("utf-8")
+    assert report["partial"] is False and report["html"] == str(out / "report.html")
+    assert text.count('src="data:image/png;base64,') == len(report["plots"])
+    for c in report["claims"]:
+        assert f"<code>{c['id']}</code>" in text
+    assert f"{out / 'report.html'}" in stdout
 
 
-def test_list_names_tuners_and_bases(capsys):
+# input -> (message on stderr, one line); the exit status is 2, and nothing is computed
+USAGE_ERRORS = {
+    "train --tuner cdat --steps -5": "argument --steps: must be >= 1, got -5",
+    "train --tuner cdat --record-every 0": "argument --record-every: must be >= 1, got 0",
+    "train --tuner cdat --steps 1010": "--steps 1010 is not a multiple of --record-every 50",
+    "train --tuner cdat --examples 0": "argument --examples: must be >= 1, got 0",
+    "train --tuner cdat --examples 5000": "--examples 5000 exceeds the 1797 examples",
+    "train --tuner cdat --batch-size 0": "argument --batch-size: must be >= 1, got 0",
+    "train --tuner cdat --batch-size 600": "--batch-size 600 exceeds --examples 512",
+    "train --tuner cdat --hidden 12x": "argument --hidden: expected comma-separated positive",
+    "train --tuner cdat --hidden 0,4": "argument --hidden: expected comma-separated positive",
+    "train --tuner cdat --model cnn --hidden 4,4,4": "--hidden 4,4,4: not a cnn size (channels)",
+    "train --tuner constant --sigma 2": "--sigma is not used by the constant tuner",
+    "train --tuner greedy --learning-rate 0.1": "--learning-rate is not used by the greedy tuner",
+    "train --tuner polyak --ema 0.9": "--ema is not used by the polyak tuner",
+    "train --tuner cdat --sigma -1": "argument --sigma: must be > 0, got -1",
+    "train --tuner cdat --sigma nan": "argument --sigma: must be > 0, got nan",
+    "train --tuner cdat --ema 1": "argument --ema: must be < 1, got 1",
+    "train --tuner cdat --seed -1": "argument --seed: must be >= 0, got -1",
+    "train --tuner nope": "argument --tuner: invalid choice: 'nope'",
+    "train --tuner cdat --base sgd9": "argument --base: invalid choice: 'sgd9'",
+    "train --tuner cdat --out {file}/sub": "is a file, not a folder",
+    "verify --seeds 0": "argument --seeds: must be >= 1, got 0",
+    "verify --cpu-devices 0": "argument --cpu-devices: must be >= 1, got 0",
+    "verify --seed x": "argument --seed: expected int, got 'x'",
+    "verify --out {file}": "is a file, not a folder",
+    "verify --out {report}": "report.json exists (an earlier run's); pass --overwrite",
+    "frobnicate": "argument command: invalid choice: 'frobnicate'",
+}
+
+
+@pytest.fixture
+def no_computation(monkeypatch):
+    """Training, sharpness and the verify job fail the test if they are reached."""
+    from cdat_core.lab import train, verify
+
+    def reached(*args, **kwargs):
+        raise AssertionError("computation started before the arguments were checked")
+
+    for module, name in ((train, "sweep"), (train, "initial_sharpness"), (verify, "run_verify")):
+        monkeypatch.setattr(module, name, reached)
+
+
+@pytest.mark.parametrize("command", list(USAGE_ERRORS))
+def test_usage_errors_are_one_line_and_exit_2(command, tmp_path, capsys, no_computation):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "report.json").write_text("{}")
+    argv = command.format(file=tmp_path / "file", report=tmp_path / "done").split()
+    if argv[0] == "train" and "--out" not in argv:
+        argv += ["--out", str(tmp_path / "runs")]
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("cdat-core"), captured.err
+    assert USAGE_ERRORS[command] in captured.err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_version_and_help_with_defaults(capsys):
+    import cdat_core
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"cdat-core {cdat_core.__version__}\n"
+    assert cli.main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("training steps (default: 1000)", "(default: 1/λ_0", "(default: gd)"):
+        assert default in text
+    assert cli.main(["verify", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "output folder (default: cdat-core-report)" in text and "130 on Ctrl-C" in text
+
+
+def test_list_shows_the_numbers_train_uses(capsys):
     assert cli.main(["list"]) == 0
     text = capsys.readouterr().out
     for name in ("constant", "linesearch", "cdat", "polyak", "hypergradient", "sharpness", "adam"):
         assert name in text
     assert "problems: mlp, cnn" in text
-    assert "  cdat: sigma=2, ema_decay=0  (CDAT, eq (8))" in text
+    assert "  constant: learning_rate=1/λ0 (--learning-rate)  [" in text
+    assert "  cdat: sigma=2 (--sigma), ema_decay=0 (--ema)  [CDAT, eq (8)]" in text
+    assert (
+        "  warmup_cosine: peak_learning_rate=1/λ0 (--learning-rate); fixed num_steps=--steps"
+        in text
+    )
+    assert "  adam: Adam; sharpness preconditioned" in text
+    assert "  gd: GD; sharpness Hessian, not preconditioned" in text
 
 
-def test_train_writes_its_run_and_plot(tmp_path, capsys):
-    code = cli.main(
-        [
-            "train", "--tuner", "cdat", "--sigma", "2.0", "--steps", "20",
-            "--record-every", "10", "--hidden", "8", "--examples", "64",
-            "--out", str(tmp_path), "--no-progress",
-        ]
-    )  # fmt: skip
-    assert code == 0
-    run = json.loads((tmp_path / "gd_cdat.json").read_text())
-    assert run["label"] == "cdat σ=2"
-    assert run["hyperparams"]["sigma"] == 2.0
+TINY = ["--steps", "20", "--record-every", "10", "--hidden", "8", "--examples", "64"]
+
+
+def test_train_names_its_files_by_what_differs_and_never_overwrites(tmp_path, capsys):
+    out = ["--out", str(tmp_path), "--no-progress"]
+    assert cli.main(["train", "--tuner", "cdat", "--sigma", "2.0", *TINY, *out]) == 0
+    stem = "gd_cdat_sigma=2_ema_decay=0_mlp8_64ex-full_20steps-every10_seed0"
+    run = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert run["label"] == "gd cdat σ=2" and run["hyperparams"]["sigma"] == 2.0
     assert run["num_steps"] == 20 and run["record_step"] == [10, 20]
-    assert (tmp_path / "gd_cdat.png").read_bytes()[:8] == PNG_MAGIC
-    assert "final loss" in capsys.readouterr().out
+    assert (tmp_path / f"{stem}.png").read_bytes()[:8] == PNG_MAGIC
+    text = capsys.readouterr().out
+    assert "initial sharpness λ_0" in text and "(Hessian, not preconditioned); final loss" in text
+    # the same arguments again: refused before any work, the file untouched
+    before = (tmp_path / f"{stem}.json").stat().st_mtime_ns
+    assert cli.main(["train", "--tuner", "cdat", *TINY, *out]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / f"{stem}.json").stat().st_mtime_ns == before
+    # another σ, another file; --overwrite replaces
+    assert cli.main(["train", "--tuner", "cdat", "--sigma", "1.5", *TINY, *out]) == 0
+    assert (tmp_path / (stem.replace("sigma=2", "sigma=1.5") + ".json")).exists()
+    assert cli.main(["train", "--tuner", "cdat", *TINY, *out, "--overwrite"]) == 0
+    assert (tmp_path / f"{stem}.json").stat().st_mtime_ns != before
 
 
-def test_train_rejects_unknown_names(tmp_path, capsys):
-    assert cli.main(["train", "--tuner", "nope", "--out", str(tmp_path)]) == 2
-    assert "unknown tuner" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as info:
-        cli.main(["train", "--tuner", "cdat", "--base", "sgd9"])
-    assert info.value.code == 2
+def test_train_learning_rates_default_to_one_over_the_initial_sharpness(tmp_path, capsys):
+    out = ["--out", str(tmp_path), "--no-progress"]
+    assert cli.main(["train", "--tuner", "constant", *TINY, *out]) == 0
+    (path,) = tmp_path.glob("gd_constant_learning_rate=inv-lambda0_*.json")
+    run = json.loads(path.read_text())
+    printed = float(capsys.readouterr().out.split("initial sharpness λ_0 ")[1].split()[0])
+    np.testing.assert_allclose(run["lambda0"], printed, rtol=1e-3)
+    assert run["hyperparams"]["learning_rate"] == 1 / run["lambda0"]
+    np.testing.assert_allclose(run["learning_rate"], 1 / run["lambda0"], rtol=1e-6)
+
+
+def test_adam_runs_say_their_sharpness_is_preconditioned(tmp_path, capsys):
+    import jax
+
+    argv = ["train", "--tuner", "cdat", "--base", "adam", "--ema", "0.9", *TINY]
+    with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes float and int32
+        assert cli.main([*argv, "--out", str(tmp_path), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "λ_0" in text.split("(Hessian, not preconditioned)")[0]
+    assert "last λ_max" in text and text.split("last λ_max")[1].count("(preconditioned") == 1
+    (path,) = tmp_path.glob("adam_cdat_sigma=2_ema_decay=0.9_*.json")
+    run = json.loads(path.read_text())
+    assert run["preconditioned"] is True and run["sharpness_kind"].startswith("preconditioned")
+
+
+_INTERRUPT_SCRIPT = """
+import sys
+from cdat_core.lab import cli, plans, verify
+mlp = plans.ExperimentSpec("mlp", (4,), 32, "gd")
+sweeps = (plans.SweepSpec("a", "constant", ({"learning_rate": 1.0},), 20, select=False),
+          plans.SweepSpec("a", "cdat", ({"sigma": 2.0},), 10**6, select=False))
+verify.PLANS["quick"] = lambda: plans.Plan("quick", {"a": mlp}, sweeps, 10, 4, 1, 1, {}, 1)
+sys.exit(cli.main(["verify", "--quick", "--out", sys.argv[1], "--no-compile-cache"]))
+"""
+
+
+def test_ctrl_c_stops_verify_keeps_the_finished_stages_and_exits_130(tmp_path):
+    """SIGINT after the first sweep's line: exit 130, a message, the partial report."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPT_SCRIPT, str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    try:
+        for line in proc.stderr:  # not a terminal: plain lines
+            lines.append(line)
+            if "sweep 1/2" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        rest = proc.communicate(timeout=300)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, "".join(lines) + rest
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[ *\d+%\] "
+    assert re.match(stamp + r"stage 2/4 a: constant \(sweep 1/2, 1 seeds x 1 runs", lines[-1])
+    assert "Traceback" not in rest
+    assert "interrupted: 2/4 stages finished; their results are in" in rest
+    partial = json.loads((tmp_path / "report.json").read_text())
+    assert partial["partial"] and partial["interrupted"]
+    assert partial["stages_done"] == ["building problems", "a: constant"]
+    runs = partial["results"]["per_seed"]["0"]["experiments"]["a"]["runs"]
+    assert list(runs) == ["constant η=1"] and len(runs["constant η=1"]["loss"]) == 20
 
 
 _DEVICES_SCRIPT = """
@@ -191,9 +347,9 @@ def test_cpu_devices_leaves_an_explicit_xla_flag_alone():
     assert (got, count) == ("None", 2)
 
 
-def test_cpu_devices_rejects_zero_and_running_backends(capsys):
-    assert cli.main(["verify", "--quick", "--cpu-devices", "0"]) == 2
-    assert "--cpu-devices must be >= 1, got 0" in capsys.readouterr().err
+def test_cpu_devices_rejects_zero_and_running_backends():
+    with pytest.raises(ValueError, match="--cpu-devices must be >= 1, got 0"):
+        cli.cpu_devices(0)
     import jax
 
     jax.devices()  # backends are up in this process: the devices stay as they are
