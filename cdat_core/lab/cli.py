@@ -182,7 +182,7 @@ def _train(args: argparse.Namespace) -> int:
             preconditioner=bases.preconditioner(args.base),
             progress=bar.update,
         )
-        bar.finished(f"train {name}: {args.steps} steps", bar.elapsed())
+        bar.finished(f"train {name}: {args.steps:,} steps", bar.elapsed())
     h = result.history
     kind = _PRECONDITIONED if h.preconditioned else _NOT_PRECONDITIONED
     summary = report.sanitize(report.run_summary(result, tuner=args.tuner, hyperparams=hp))
