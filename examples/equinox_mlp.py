@@ -5,7 +5,9 @@ No helper is needed: ``eqx.partition(model, eqx.is_inexact_array)`` gives the tr
 ``value_fn``. This is the model of issue 13 (equinox's default Linear init, uniform
 ±1/√fan_in, softmax cross-entropy, full batch) on which the paper's rule with Adam blew up on
 some seeds; the loss check ``max_rise=1.0`` keeps it training (``--max-rise none`` runs the
-paper's rule for comparison).
+paper's rule for comparison). Measured, 200 steps, seeds 0-4 (``--steps 200 --seed S``): test
+accuracy 0.975-0.981 on every seed with ``max_rise=1.0``; 0.978, 0.092, 0.086, 0.089, 0.942
+with ``--max-rise none`` (three seeds end at chance, loss 2.30).
 
     python examples/equinox_mlp.py            # 300 full-batch steps
     python examples/equinox_mlp.py --quick    # 40 steps, as `nox -s examples` runs it
