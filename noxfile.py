@@ -98,4 +98,5 @@ def benchmarks(session: nox.Session) -> None:
 def verify(session: nox.Session) -> None:
     """Reproduce the paper's findings: run `cdat-core verify` (add --quick for 1 minute)."""
     session.install("-e", ".[lab]")
-    session.run("cdat-core", "verify", *session.posargs)
+    # --overwrite: rerunning the session replaces the previous report in cdat-core-report/.
+    session.run("cdat-core", "verify", "--overwrite", *session.posargs)
