@@ -103,7 +103,8 @@ def nnx_value_fn(model: Any, loss: Callable[..., Any], *, wrt: Any = None) -> Ca
     if not callable(loss):
         raise TypeError(f"{name}: loss must be callable as loss(model, **kw), got {loss!r}.")
     wrt = nnx.Param if wrt is None else wrt
-    graphdef, params, rest = nnx.split(model, wrt, ...)  # type: ignore[misc]
+    # unused-ignore: mypy sees no error when flax is not installed (the typecheck session).
+    graphdef, params, rest = nnx.split(model, wrt, ...)  # type: ignore[misc,unused-ignore]
     if not jax.tree.leaves(params):
         raise ValueError(f"{name}: wrt={wrt!r} selects no variable of the model.")
     expected: Any = jax.tree.structure(nnx.as_pure(params))
