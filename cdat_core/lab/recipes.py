@@ -126,12 +126,12 @@ RECIPES: dict[str, Recipe] = {
     "adam": Recipe(2.0, 0.9, 1.0),
 }
 
-#: (problem, base) cells where the base's recipe is recommended: it held on every seed of the
-#: benchmark matrix and of the test's smaller models. Not recommended: Adam on the character
-#: Transformer. There σ = 2 does not blow up but stalls: η falls from 0.19 to 1e-4 within
-#: 150 steps while the loss sits near 2.2 (the constant reaches 0.02), on 2 of 3 seeds of the
-#: test's 1-block model, and one seed in five of the benchmark's 2-block model ended at 0.94
-#: of the constant's accuracy; σ = 1 trained on every seed of both.
+#: The problem-base pairs (cells) where the base's recipe is recommended: it held on every seed of
+#: the benchmark matrix and of the test's smaller models. Not recommended: Adam on the character
+#: Transformer. There σ = 2 does not blow up but stalls: η falls from 0.19 to 1e-4 within 150 steps
+#: while the loss sits near 2.2 (the constant reaches 0.02), on 2 of 3 seeds of the test's 1-block
+#: model, and one seed in five of the benchmark's 2-block model ended at 0.94 of the constant's
+#: accuracy; σ = 1 trained on every seed of both.
 RECOMMENDED: tuple[tuple[str, str], ...] = tuple(
     cell
     for cell in itertools.product(PROBLEM_NAMES, BASE_NAMES)
