@@ -12,15 +12,15 @@ Budgets (measured on 2 shared CPU cores; see ``cdat-core verify --help``):
 - ``full`` (<= 8 min on 2 idle cores, 5 seeds): the digits MLP 64-128-128-10 on the first
   512 examples (the paper's full-batch experiments also use data subsets; 64-256-256-10 on
   all 1797 examples costs about 10x more per step, too much for every tuner at this budget),
-  full batch. GD: 2000 steps for the constant-η grid :math:`\{2^i/\lambda_0\}_{i=1}^{3}`, the
+  full batch. GD: 1000 steps for the constant-η grid :math:`\{2^i/\lambda_0\}_{i=1}^{3}`, the
   linesearch grid (:math:`c \in \{10^{-4}, 0.5\}`, :math:`c_- = 0.8`, :math:`c_+ = 4`), CDAT
   :math:`\sigma \in \{1, 1.9375, 2, 2.0625, 2.5\}`, Polyak (:math:`\eta_{\max} \in \{1,
   100\}`), hyper-gradient (:math:`\beta \in \{10^{-2}, 10^{-1}, 1\}`) and warm-up + cosine
-  (peak :math:`\{2^i/\lambda_0\}_{i=2}^{4}`); 500 steps for the exact-sharpness rule
+  (peak :math:`\{2^i/\lambda_0\}_{i=2}^{4}`); 250 steps for the exact-sharpness rule
   (:math:`\sigma \in \{2, 3\}`, 5 Lanczos steps per update). GD with momentum and Adam:
-  1000 steps, a constant grid (:math:`\{2^i/\lambda_0\}_{i=1}^{3}`; Adam
+  500 steps, a constant grid (:math:`\{2^i/\lambda_0\}_{i=1}^{3}`; Adam
   :math:`\{4, 8, 16\} \cdot 10^{-3}`) and CDAT :math:`\sigma \in \{1, 2, 2.0625\}` (EMA 0.9
-  with Adam). The digits CNN (second architecture): 1000 steps, constant grid
+  with Adam). The digits CNN (second architecture): 500 steps, constant grid
   :math:`\{2^i/\lambda_0\}_{i=1}^{3}` and CDAT :math:`\sigma \in \{1, 2\}`. :math:`\lambda_0`
   is the measured initial sharpness. The grids are three points around where the best point
   fell on every seed of a 5-seed run of wider grids (:math:`i \in \{-1..4\}`, Adam
@@ -35,7 +35,7 @@ Budgets (measured on 2 shared CPU cores; see ``cdat-core verify --help``):
   costs), but 300 steps are too few for the long-run findings, which may FAIL there; the
   claims of the other tuners and base optimizers are declared full-budget only (N/A here).
 
-Sharpness is measured every ``record_every`` steps (100 full, 25 quick) with at most 20
+Sharpness is measured every ``record_every`` steps (50 full, 25 quick) with at most 20
 Lanczos steps warm-started from the previous eigenvector (stopping at a relative residual of
 1e-3). At the edge of stability the top eigenvalues cluster: on the full budget's MLP, 10
 warm-started steps read 2.5 % low against an 80-step cold start, which 20 cold-start steps
@@ -175,7 +175,7 @@ _EVERY_MEASUREMENT = dict.fromkeys(MEASUREMENTS, "")
 
 def _full_catalog() -> Plan:
     mlp = (128, 128)
-    gd, other, rel = 2000, 1000, ("learning_rate",)
+    gd, other, rel = 1000, 500, ("learning_rate",)
     sweeps = (
         SweepSpec("gd", "constant", _pow2(range(1, 4)), gd, rel, extend="learning_rate"),
         SweepSpec("gd", "cdat", tuple({"sigma": s} for s in _SIGMAS), gd, select=False),
@@ -201,7 +201,7 @@ def _full_catalog() -> Plan:
             "gd",
             "sharpness",
             ({"sigma": 2.0}, {"sigma": 3.0}),
-            500,
+            250,
             static=(("num_iters", 5),),
             select=False,
         ),
@@ -235,7 +235,7 @@ def _full_catalog() -> Plan:
             "cnn_gd": ExperimentSpec("cnn", (8, 16), 512, "gd", vectorize=False),
         },
         sweeps=sweeps,
-        record_every=100,
+        record_every=50,
         sharpness_iters=20,
         cost_rounds=7,
         cost_number=5,
