@@ -40,6 +40,9 @@ Lanczos steps warm-started from the previous eigenvector (stopping at a relative
 1e-3). At the edge of stability the top eigenvalues cluster: on the full budget's MLP, 10
 warm-started steps read 2.5 % low against an 80-step cold start, which 20 cold-start steps
 match to 5 digits.
+
+Both budgets also carry a mini-batch study (``Plan.minibatch``, the ``minibatch``
+measurement: :data:`cdat_core.lab.minibatch.STUDIES`, a reduced one for ``quick``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from cdat_core.lab.bases import BASES
+from cdat_core.lab.minibatch import STUDIES, Study
 from cdat_core.lab.needs import Need
 from cdat_core.lab.problems import PROBLEMS
 from cdat_core.lab.tuners import TUNERS
@@ -65,7 +69,7 @@ __all__ = [
 ]
 
 #: The measurements a plan can ask for (made by :mod:`cdat_core.lab.verify`).
-MEASUREMENTS = ("identity", "models", "costs")
+MEASUREMENTS = ("identity", "models", "costs", "minibatch")
 #: The budgets of ``cdat-core verify``.
 BUDGETS = ("quick", "full")
 
@@ -149,6 +153,8 @@ class Plan(NamedTuple):
         none); a catalog lists those it affords.
       seeds: how many seeds every experiment is run from (``cdat-core verify --seeds``
         overrides it).
+      minibatch: the mini-batch study the ``minibatch`` measurement runs
+        (:data:`cdat_core.lab.minibatch.STUDIES`; ``None``: none).
     """
 
     budget: str
@@ -160,6 +166,7 @@ class Plan(NamedTuple):
     cost_number: int
     measurements: dict[str, str] = {}  # noqa: RUF012 (NamedTuple default, never mutated)
     seeds: int = 5
+    minibatch: Study | None = None
 
 
 def _pow2(exponents: Sequence[int], name: str = "learning_rate") -> tuple[dict[str, float], ...]:
@@ -241,6 +248,7 @@ def _full_catalog() -> Plan:
         cost_number=5,
         measurements=_EVERY_MEASUREMENT,
         seeds=5,
+        minibatch=STUDIES["full"],
     )
 
 
@@ -263,6 +271,7 @@ def _quick_catalog() -> Plan:
         cost_number=3,
         measurements=_EVERY_MEASUREMENT,
         seeds=2,
+        minibatch=STUDIES["quick"],
     )
 
 

@@ -14,8 +14,10 @@ seed, the simplified models once); per experiment and seed, the problem
 (:mod:`cdat_core.lab.runner`); every sweep (a grid of one tuner of
 :data:`cdat_core.lab.tuners.TUNERS`) for every seed at once, seeds x grid points being the
 lanes of one compiled program, with the appendix C.3 selection per seed; the measurements
-made on an experiment's problem (costs, once); every claim on every seed, and the verdict
-rule (:mod:`cdat_core.lab.claims.verdicts`); the plots (of the first seed).
+made on an experiment's problem (costs, once); the mini-batch study, a stage of its own with
+every seed as lanes of its programs (:mod:`cdat_core.lab.minibatch`); every claim on every
+seed, and the verdict rule (:mod:`cdat_core.lab.claims.verdicts`); the plots (of the first
+seed; the mini-batch heatmap averages the seeds).
 """
 
 from __future__ import annotations
@@ -33,7 +35,15 @@ import jax
 
 import cdat_core
 from cdat_core.lab import claims as claims_lib
-from cdat_core.lab import compile_cache, measurements, plans, plots, runner
+from cdat_core.lab import (
+    compile_cache,
+    measurements,
+    minibatch,
+    plans,
+    plots,
+    plots_minibatch,
+    runner,
+)
 from cdat_core.lab import report as report_lib
 from cdat_core.lab.plans import ExperimentSpec, Plan, SweepSpec
 from cdat_core.lab.runner import MAX_GRID_EXTENSIONS, Built
@@ -67,11 +77,14 @@ class Measurement(NamedTuple):
       after_runs: made after the sweeps (else before them).
       per_seed: made for every seed (else once: no seed enters it, or, for timings, one
         measurement serves all).
+      stage: a stage of its own after the runs, made once for every seed at once:
+        ``run(plan, built, experiment, seeds, progress)`` returns one result per seed.
     """
 
-    run: Callable[[Plan, dict[str, Built], str, int], Any]
+    run: Callable[..., Any]
     after_runs: bool
     per_seed: bool = True
+    stage: bool = False
 
 
 def _costs(plan: Plan, built: dict[str, Built], experiment: str, seed: int) -> Any:
@@ -92,12 +105,22 @@ def _models(plan: Plan, built: dict[str, Built], experiment: str, seed: int) -> 
     return measurements.model_trajectories()
 
 
+def _minibatch(
+    plan: Plan, built: dict[str, Built], experiment: str, seeds: list[int], bar: runner.Progress
+) -> list[Any]:
+    if plan.minibatch is None:
+        raise ValueError("the minibatch measurement needs a plan with a minibatch study")
+    bar.add(minibatch.lane_steps(plan.minibatch, len(seeds)))
+    return minibatch.run_study(plan.minibatch, seeds, progress=bar.update)
+
+
 #: The measurements a plan may ask for, by name (the keys of ``results``). Those made before
 #: the runs get no experiment.
 MEASUREMENTS: dict[str, Measurement] = {
     "identity": Measurement(_identity, after_runs=False),
     "models": Measurement(_models, after_runs=False, per_seed=False),
     "costs": Measurement(_costs, after_runs=True, per_seed=False),
+    "minibatch": Measurement(_minibatch, after_runs=True, stage=True),
 }
 
 
@@ -107,7 +130,7 @@ def _measure(
     seconds = {}
     for name, experiment in plan.measurements.items():
         measurement = MEASUREMENTS[name]
-        if measurement.after_runs != after_runs:
+        if measurement.after_runs != after_runs or measurement.stage:
             continue
         t = time.perf_counter()
         if measurement.per_seed:
@@ -266,12 +289,16 @@ def run_verify(
             "sweeps": [s._asdict() for s in plan.sweeps],
         },
     }
-    timed = {n: MEASUREMENTS[n].after_runs for n in plan.measurements}
+    staged = [n for n in plan.measurements if MEASUREMENTS[n].stage]
+    if "minibatch" in staged and plan.minibatch is not None:
+        report["plan"]["minibatch"] = plan.minibatch._asdict()
+    timed = {n: MEASUREMENTS[n].after_runs for n in plan.measurements if n not in staged}
     stages = [
         *(["measurements"] if not all(timed.values()) else []),
         "building problems",
         *(f"{s.experiment}: {s.tuner}" for s in plan.sweeps),
         *(["measurements after the runs"] if any(timed.values()) else []),
+        *(f"{n} study" for n in staged),
         "claims, plots and report",
     ]
     report["stages"] = stages
@@ -311,6 +338,12 @@ def run_verify(
         seconds.update(_measure(plan, built, seed_list, after_runs, results))
         return ", ".join(n for n, a in timed.items() if a == after_runs)
 
+    def study(name: str) -> str:
+        found = MEASUREMENTS[name].run(plan, built, plan.measurements[name], seed_list, bar)
+        for s, data in zip(seed_list, found, strict=True):
+            results["per_seed"][str(s)][name] = data
+        return f"{num_seeds} seeds"
+
     work: list[tuple[str, Callable[[], str]]] = [
         *([("measurements", lambda: measure(False))] if not all(timed.values()) else []),
         ("build", build),
@@ -319,6 +352,7 @@ def run_verify(
             for i, s in enumerate(plan.sweeps)
         ),
         *([("after_runs", lambda: measure(True))] if any(timed.values()) else []),
+        *((n, functools.partial(study, n)) for n in staged),
     ]
     show_bar = sys.stderr.isatty() if progress is None else progress
     with runner.Progress(num_seeds * steps, lines=progress is not False, bar=show_bar) as bar:
@@ -380,5 +414,7 @@ def _finish(
     t = time.perf_counter()
     first = {"results": seed_results(results, seed_list[0])}
     report["plots"] = plots.plot_report(first, out / "plots")
+    studies = [seed_results(results, s).get("minibatch") for s in seed_list]
+    report["plots"] += plots_minibatch.plot_study([s for s in studies if s], out / "plots")
     seconds["plots"] = time.perf_counter() - t
     return report

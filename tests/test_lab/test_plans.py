@@ -44,7 +44,7 @@ def test_every_catalog_sweep_is_needed_so_plans_are_the_catalogs(budget):
     plan, catalog = verify.PLANS[budget](), plans.CATALOGS[budget]()
     assert plan.sweeps == catalog.sweeps
     assert plan.experiments == catalog.experiments
-    assert plan.measurements == {"identity": "", "models": "", "costs": "gd"}
+    assert plan.measurements == {"identity": "", "models": "", "costs": "gd", "minibatch": ""}
 
 
 def test_quick_runs_gd_only_and_full_every_experiment():

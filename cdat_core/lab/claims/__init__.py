@@ -10,8 +10,9 @@ A claim is declared once, with the runs it needs, by the :func:`claim` decorator
 - :mod:`~cdat_core.lab.claims.base_optimizers`: finding 3 with momentum, Adam, a CNN;
 - :mod:`~cdat_core.lab.claims.simplified_models`: the models of eqs (4)-(10) (``D*``);
 - :mod:`~cdat_core.lab.claims.costs`: the cost of CDAT (``C*``);
+- :mod:`~cdat_core.lab.claims.mini_batch`: the mini-batch study, Section 3.1 (``M*``);
 
-(mini-batch and cheap-curvature claims get modules of their own). Modules are imported
+(cheap-curvature claims get a module of their own). Modules are imported
 below in report order. :func:`evaluate_claims` reads plain data (one seed's ``results``, as
 :mod:`cdat_core.lab.verify` writes them to its JSON report) and returns one :class:`Claim` per
 registered claim; :func:`evaluate_over_seeds` (:mod:`~cdat_core.lab.claims.verdicts`)
@@ -56,6 +57,7 @@ from cdat_core.lab.claims import other_tuners  # isort: skip
 from cdat_core.lab.claims import base_optimizers  # isort: skip
 from cdat_core.lab.claims import simplified_models  # isort: skip
 from cdat_core.lab.claims import costs  # isort: skip
+from cdat_core.lab.claims import mini_batch  # isort: skip
 from cdat_core.lab.claims.verdicts import (  # isort: skip
     FAIL_AT,
     PASS_AT,
@@ -89,6 +91,7 @@ __all__ = [
     "format_table",
     "full_batch",
     "identities",
+    "mini_batch",
     "other_tuners",
     "simplified_models",
     "summary",
