@@ -87,7 +87,7 @@ class Study(NamedTuple):
     num_epochs: int = 20
     hidden: tuple[int, ...] = (32,)
     num_train: int = 1024
-    base_learning_rate: float = 0.05
+    base_learning_rate: float = 0.1
     reference_batch: int = 128
     constant_exponents: tuple[int, ...] = (-3, -2, -1, 0, 1, 2, 3)
     schedule_exponents: tuple[int, ...] = (-2, -1, 0, 1, 2, 3, 4)
@@ -121,8 +121,8 @@ STUDIES: dict[str, Study] = {
         batch_sizes=(16, 64, 256),
         sigmas=(0.4, 1.0, 1.6, 2.0, 2.8),
         num_epochs=8,
-        constant_exponents=(-2, 0, 2),
-        schedule_exponents=(-1, 1, 3),
+        constant_exponents=(-2, -1, 0, 1, 2),
+        schedule_exponents=(-1, 0, 1, 2, 3),
         linesearch_c=(1e-4,),
     ),
 }
@@ -273,15 +273,20 @@ def run_study(
       ``learning_rate``, ``first_learning_rate``, and ``end_loss``, ``normalized``,
       ``final_test_error``), ``selected`` (batch size -> ``constant``,
       ``warmup_cosine``, ``linesearch``, ``cdat`` -> the label of the best run by end
-      loss), ``probe`` (batch size -> ``minibatch``: the linesearch's η on
-      ``probe_batches`` mini-batches, ``full``: its η on the training split, both at the
-      final iterate of the selected constant run; ``capped``: how many searches accepted
-      the first trial).
+      loss), ``best_inside_grid`` (batch size -> ``constant``, ``warmup_cosine`` -> whether
+      the best is inside its power-of-2 grid, appendix C.3), ``probe`` (batch size ->
+      ``minibatch``: the linesearch's η on ``probe_batches`` mini-batches, ``full``: its
+      η on the training split, both at the final iterate of the selected constant run;
+      ``capped``: how many searches accepted the first trial).
     """
     if 1.0 not in study.sigmas or 2.0 not in study.sigmas or 0.0 not in study.ema_decays:
         raise ValueError("a study's sigmas must hold 1 and 2, and its ema_decays 0")
     if list(study.batch_sizes) != sorted(set(study.batch_sizes)):
         raise ValueError(f"batch_sizes must increase, got {study.batch_sizes}")
+    if max(study.batch_sizes) > study.num_train:
+        raise ValueError(f"batch_sizes {study.batch_sizes} exceed num_train {study.num_train}")
+    if not 1 <= study.end_epochs <= study.num_epochs:
+        raise ValueError(f"end_epochs must be in [1, num_epochs], got {study.end_epochs}")
     data = digits_split(study.num_train)
     shared = _kernels.put_replicated(data)
     starts = [initial_params(study.hidden, seed=s) for s in seeds]
@@ -299,6 +304,7 @@ def run_study(
             "initial_test_error": float(err),
             "runs": {},
             "selected": {},
+            "best_inside_grid": {},
             "probe": {},
         }
         for loss, err in first
@@ -351,11 +357,15 @@ def run_study(
         iterates[b] = []
         for s, seed_out in enumerate(out):
             runs = seed_out["runs"][key_b]
-            chosen = {}
+            chosen, inside = {}, {}
             for tuner in ("constant", "warmup_cosine", "linesearch", "cdat"):
                 labels = [k for k, r in runs.items() if r["tuner"] == tuner]
-                chosen[tuner] = min(labels, key=lambda k: runs[k]["end_loss"])
+                best = min(range(len(labels)), key=lambda i: runs[labels[i]]["end_loss"])
+                chosen[tuner], inside[tuner] = labels[best], 0 < best < len(labels) - 1
             seed_out["selected"][key_b] = chosen
+            seed_out["best_inside_grid"][key_b] = {
+                t: inside[t] for t in ("constant", "warmup_cosine")
+            }
             iterates[b].append(finals[chosen["constant"]][s])
     _probe(study, out, list(seeds), iterates, data)
     return out
