@@ -27,6 +27,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from cdat_core import _tree
+from cdat_core.curvature import directional_curvature
 from cdat_core.sharpness import hessian_sharpness, preconditioner_from_optax_state
 
 PyTree = Any
@@ -200,7 +201,7 @@ def compiled(
         num_examples = jax.tree.leaves(data)[0].shape[0] if data else 0
 
         def step(carry: Any, _: None) -> tuple[Any, Any]:
-            params, opt_state, t = carry
+            params, opt_state, t, previous = carry
             if batch_size is None:
                 batch = data
             else:
@@ -221,8 +222,9 @@ def compiled(
                 _learning_rate(opt_state, dtype),
                 _tree.norm(grad).astype(dtype),
                 _internals(opt_state),
+                _cosine(updates, previous, dtype),
             )
-            return (params, opt_state, t + 1), record
+            return (params, opt_state, t + 1, _tree.cast_like(updates, previous)), record
 
         return jax.lax.scan(step, carry, None, length=length)
 
@@ -232,6 +234,13 @@ def compiled(
     )
 
 
+def _cosine(a: PyTree, b: PyTree, dtype: Any) -> jax.Array:
+    """cos(a, b), 0 when either is zero (the first step has no previous update)."""
+    norms = _tree.norm(a).astype(dtype) * _tree.norm(b).astype(dtype)
+    dot = _tree.vdot(a, b).astype(dtype)
+    return jnp.where(norms > 0, dot / jnp.where(norms > 0, norms, 1), 0).astype(dtype)
+
+
 @functools.lru_cache(maxsize=16)
 def precondition_fn(preconditioner: Callable[[Any], PyTree]) -> Callable[..., Any]:
     return jax.jit(jax.vmap(preconditioner))
@@ -239,11 +248,23 @@ def precondition_fn(preconditioner: Callable[[Any], PyTree]) -> Callable[..., An
 
 @functools.lru_cache(maxsize=32)
 def measure_fn(
-    loss: Callable[..., Any], preconditioned: bool, sharpness_iters: int
+    loss: Callable[..., Any], preconditioned: bool, sharpness_iters: int, instant: bool = False
 ) -> Callable[..., Any]:
-    """Full-data loss and warm-started sharpness, jitted, lane by lane on each device."""
+    r"""Full-data diagnostics at a record, jitted, lane by lane on each device.
 
-    def measure(params: PyTree, scaling: PyTree, v0: PyTree, data: Any) -> Any:
+    ``measure(params, P, v0, data, update)`` returns the loss, the warm-started sharpness,
+    whether Lanczos converged, the top eigenvector, the *alignment*
+    :math:`|\langle \tilde u, v_{\max}\rangle| / \|\tilde u\|` of the last update
+    :math:`u` with it (:math:`\tilde u = P^{1/2} u`, the update in the coordinates where the
+    preconditioned Hessian :math:`P^{-1/2} H P^{-1/2}` acts; :math:`\tilde u = u` without
+    :math:`P`; Fig. 12, 17) and, with ``instant``, the *instant gap*
+    :math:`f(w + \eta_{oe} u) - f(w + \eta_{qg} u)` along the gradient-descent direction
+    :math:`u = -\nabla f(w)` (eqs (7) and (3): :math:`\eta_{qg} = n/d`, :math:`\eta_{oe} =
+    2n/d`), positive when the greedy step decreases the loss more (Fig. 16); NaN without
+    ``instant``. The gap costs a gradient, a curvature and two losses per record.
+    """
+
+    def measure(params: PyTree, scaling: PyTree, v0: PyTree, data: Any, update: PyTree) -> Any:
         def fun(w: PyTree) -> jax.Array:
             return loss(w, *data)
 
@@ -256,9 +277,35 @@ def measure_fn(
         )
         finite = _tree.all_finite(params)
         sharpness = jnp.where(finite, result.eigenvalues[0], jnp.nan)
-        return fun(params), sharpness, result.converged, result.eigenvectors
+        value = fun(params)
+        dtype = jnp.result_type(value)
+        moved = update
+        if preconditioned:
+            moved = jax.tree.map(lambda u, p: u * jnp.sqrt(jnp.maximum(p, 0)), update, scaling)
+        top = jax.tree.map(lambda v: v[0], result.eigenvectors)
+        norm = _tree.norm(moved).astype(dtype)
+        overlap = jnp.abs(_tree.vdot(moved, _tree.cast_like(top, moved))).astype(dtype)
+        alignment = jnp.where(norm > 0, overlap / jnp.where(norm > 0, norm, 1), jnp.nan)
+        gap = jnp.full((), jnp.nan, dtype)
+        if instant:
+            gap = _instant_gap(fun, params, value).astype(dtype)
+        return value, sharpness, result.converged, result.eigenvectors, alignment, gap
 
-    return over_lanes(measure, (0, 0 if preconditioned else None, 0, None), sequential=True)
+    return over_lanes(
+        measure, (0, 0 if preconditioned else None, 0, None, 0), sequential=True
+    )
+
+
+def _instant_gap(fun: Callable[[PyTree], jax.Array], params: PyTree, value: jax.Array) -> Any:
+    grad = jax.grad(fun)(params)
+    u = _tree.scale(-1.0, grad)
+    n = _tree.sq_norm(grad)
+    d = jnp.abs(directional_curvature(fun, params, u).curvature)
+    ok = (d > 0) & jnp.isfinite(n) & jnp.isfinite(d) & jnp.isfinite(value)
+    greedy = jnp.where(ok, n / jnp.where(ok, d, 1), 0)
+    on_edge = fun(_tree.axpy(2 * greedy, u, params))
+    quadratic_greedy = fun(_tree.axpy(greedy, u, params))
+    return jnp.where(ok, on_edge - quadratic_greedy, jnp.nan)
 
 
 @functools.lru_cache(maxsize=16)

@@ -40,6 +40,14 @@ class History(NamedTuple):
       preconditioned: whether the sharpness is that of the preconditioned Hessian.
       initial_sharpness: :math:`\lambda_{\max}(\nabla^2 f(w_0))`, never preconditioned.
       seconds: wall time of the run (shared by the runs of one :func:`sweep`).
+      update_cosine: per step, the cosine between the update :math:`u_t` applied at step
+        :math:`t` and :math:`u_{t-1}` (0 at step 0 and next to a zero update; Fig. 17).
+      alignment: per record, :math:`|\langle u, v_{\max}\rangle| / \|u\|` for the last update
+        :math:`u` and the top eigenvector of the (preconditioned) Hessian, :math:`u` scaled by
+        :math:`P^{1/2}` when preconditioned (Fig. 12, 17).
+      instant_gap: per record, :math:`f(w + \eta_{oe} u) - f(w + \eta_{qg} u)` for
+        :math:`u = -\nabla f(w)` (positive: the greedy step decreases the loss more; Fig. 16);
+        NaN unless the run asked for it.
     """
 
     loss: np.ndarray
@@ -54,6 +62,9 @@ class History(NamedTuple):
     preconditioned: bool
     initial_sharpness: float
     seconds: float
+    update_cosine: np.ndarray = np.zeros(0)
+    alignment: np.ndarray = np.zeros(0)
+    instant_gap: np.ndarray = np.zeros(0)
 
     @property
     def eos(self) -> np.ndarray:

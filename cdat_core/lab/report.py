@@ -62,7 +62,8 @@ def run_summary(
       A dict with ``tuner``, ``hyperparams``, ``num_steps``, ``final_loss`` (C.3 score, on
       every step), ``initial_sharpness``, ``preconditioned``, ``seconds``, the per-step
       ``step``, ``loss``, ``learning_rate``, ``grad_norm``, ``internals`` and the per-record
-      ``record_step``, ``record_loss``, ``sharpness``, ``eos``, ``sharpness_converged``.
+      ``record_step``, ``record_loss``, ``sharpness``, ``eos``, ``sharpness_converged``,
+      ``alignment``, ``instant_gap`` and the per-step ``update_cosine``.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -99,6 +100,9 @@ def run_summary(
         "sharpness": series(h.sharpness),
         "eos": series(h.eos),
         "sharpness_converged": np.asarray(h.sharpness_converged, bool).tolist(),
+        "update_cosine": series(h.update_cosine[idx[idx < h.update_cosine.size]]),
+        "alignment": series(h.alignment),
+        "instant_gap": series(h.instant_gap),
     }
 
 

@@ -271,6 +271,8 @@ def _lanes(
         progress=progress.update,
         vectorize=spec.vectorize and tuners.TUNERS.lookup(sweep.tuner).vectorize,
         lanes_per_call=lanes_per_call,
+        # Fig. 16's instant gap (greedy vs on-edge from the same iterate), for CDAT on GD.
+        instant=sweep.tuner == "cdat" and spec.base == "gd",
     )
 
 

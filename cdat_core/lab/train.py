@@ -170,6 +170,7 @@ def run_lanes(
     progress: Callable[[int], None] | None = None,
     vectorize: bool = True,
     lanes_per_call: int | None = None,
+    instant: bool = False,
 ) -> list[TrainResult]:
     r"""Train one run per *lane* (its own :math:`w_0`, numbers and key) in one compiled program.
 
@@ -207,6 +208,9 @@ def run_lanes(
         poorly: convolutions on CPU, a Lanczos solve inside the step).
       lanes_per_call: lanes per compiled call (rounded up to a multiple of the device
         count); ``None``: every lane in one call.
+      instant: also measure, at every record, the gap between an on-edge and a greedy
+        gradient-descent step from the same iterate (``History.instant_gap``, Fig. 16; a
+        gradient, a curvature and two losses per record).
 
     Returns:
       One :class:`TrainResult` per lane, in order.
@@ -269,11 +273,11 @@ def run_lanes(
         batch_keys = _kernels.put_lanes(_kernels.stack_keys([lane_start[i][2] for i in padded]))
         eigvec = _kernels.put_lanes(_kernels.stack_lanes([lane_start[i][1] for i in padded]))
         zeros = _kernels.put_lanes(np.zeros((size,), np.int32))
-        carry = (stacked, init(stacked, hp_group), zeros)
+        carry = (stacked, init(stacked, hp_group), zeros, _tree.zeros_like(stacked))
         preconditioned = preconditioner is not None and bool(
             optax.tree.get_all_with_path(carry[1], "nu")
         )
-        measure = _kernels.measure_fn(loss, preconditioned, sharpness_iters)
+        measure = _kernels.measure_fn(loss, preconditioned, sharpness_iters, instant)
         per_step: list[Any] = []
         per_record: list[Any] = []
         for _ in range(num_chunks):
@@ -281,15 +285,19 @@ def run_lanes(
             scaling = None
             if preconditioned and preconditioner is not None:
                 scaling = _kernels.precondition_fn(preconditioner)(carry[1])
-            value, sharp, converged, eigvec = measure(carry[0], scaling, eigvec, data)
+            value, sharp, converged, eigvec, alignment, gap = measure(
+                carry[0], scaling, eigvec, data, carry[3]
+            )
             per_step.append(jax.device_get(records))
-            per_record.append(jax.device_get((value, sharp, converged)))
+            per_record.append(jax.device_get((value, sharp, converged, alignment, gap)))
             if progress is not None:
                 progress(record_every * len(idx))
         seconds = time.perf_counter() - start
         steps = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *per_step)
-        loss_t, lr_t, gnorm_t, internals = steps
-        rec_loss, rec_sharp, rec_conv = (np.stack(x, axis=1) for x in zip(*per_record, strict=True))
+        loss_t, lr_t, gnorm_t, internals, cosine_t = steps
+        rec_loss, rec_sharp, rec_conv, rec_align, rec_gap = (
+            np.stack(x, axis=1) for x in zip(*per_record, strict=True)
+        )
         chunk_lr = lr_t.reshape(size, num_chunks, record_every)
         final = jax.device_get((carry[0], carry[1]))
         out = []
@@ -309,6 +317,9 @@ def run_lanes(
                 preconditioned=preconditioned,
                 initial_sharpness=lane_start[lane][0],
                 seconds=seconds,
+                update_cosine=cosine_t[i],
+                alignment=rec_align[i],
+                instant_gap=rec_gap[i],
             )
             params_i, state_i = jax.tree.map(lambda x, i=i: x[i], final)
             out.append(TrainResult(history, params_i, state_i))

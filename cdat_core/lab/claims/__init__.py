@@ -7,6 +7,8 @@ A claim is declared once, with the runs it needs, by the :func:`claim` decorator
 - :mod:`~cdat_core.lab.claims.full_batch`: findings 1-3 on the GD runs (``F1*``-``F3*``);
 - :mod:`~cdat_core.lab.claims.other_tuners`: Polyak, hyper-gradient, σ/λ_max, schedules
   (``B.*``);
+- :mod:`~cdat_core.lab.claims.update_geometry`: successive-update cosine, alignment with the
+  top eigenvector, greedy vs on-edge one-step decrease (Fig. 12, 16, 17; ``B.*``);
 - :mod:`~cdat_core.lab.claims.base_optimizers`: finding 3 with momentum, Adam, a CNN;
 - :mod:`~cdat_core.lab.claims.simplified_models`: the models of eqs (4)-(10) (``D*``);
 - :mod:`~cdat_core.lab.claims.costs`: the cost of CDAT (``C*``);
@@ -54,6 +56,7 @@ from cdat_core.lab.claims.registry import (
 from cdat_core.lab.claims import identities  # isort: skip
 from cdat_core.lab.claims import full_batch  # isort: skip
 from cdat_core.lab.claims import other_tuners  # isort: skip
+from cdat_core.lab.claims import update_geometry  # isort: skip
 from cdat_core.lab.claims import base_optimizers  # isort: skip
 from cdat_core.lab.claims import simplified_models  # isort: skip
 from cdat_core.lab.claims import costs  # isort: skip
@@ -95,6 +98,7 @@ __all__ = [
     "other_tuners",
     "simplified_models",
     "summary",
+    "update_geometry",
     "verdicts",
 ]
 

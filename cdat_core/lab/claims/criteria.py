@@ -51,6 +51,8 @@ def arr(run: Run, name: str) -> np.ndarray:
 def window(run: Run, name: str, start: float, stop: float) -> np.ndarray:
     """Values of a per-step series at steps in ``[start, stop)`` fractions of the run."""
     values, steps = arr(run, name), arr(run, "step")
+    if values.size != steps.size:  # a series the run did not record
+        return np.zeros(0)
     total = float(run.get("num_steps", steps[-1] + 1 if steps.size else 0))
     keep = (steps >= start * total) & (steps < stop * total)
     return values[keep]

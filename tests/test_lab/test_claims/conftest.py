@@ -17,8 +17,25 @@ from cdat_core.lab import claims, report
 STEPS, RECORD = 1000, 100
 
 
-def _run(tuner, hp, lr, sharpness, final, *, lam0=50.0, steps=STEPS, first_loss=2.0):
-    """A run dict: ``lr(t)`` per step, ``sharpness(t)`` at the records, loss to ``final``."""
+def _run(
+    tuner,
+    hp,
+    lr,
+    sharpness,
+    final,
+    *,
+    lam0=50.0,
+    steps=STEPS,
+    first_loss=2.0,
+    cosine=-0.9,
+    alignment=0.8,
+    gap=math.nan,
+):
+    """A run dict: ``lr(t)`` per step, ``sharpness(t)`` at the records, loss to ``final``.
+
+    ``cosine`` (successive updates), ``alignment`` (with the top eigenvector) and ``gap`` (the
+    instant gap of Fig. 16) are constant; the defaults are those of a run at the edge.
+    """
     t = np.arange(steps)
     rec = np.arange(RECORD, steps + 1, RECORD)
     eta = np.array([lr(s) for s in t], float)
@@ -37,6 +54,9 @@ def _run(tuner, hp, lr, sharpness, final, *, lam0=50.0, steps=STEPS, first_loss=
         "record_step": rec.tolist(),
         "sharpness": lam.tolist(),
         "eos": (eta[rec - 1] * lam).tolist(),
+        "update_cosine": [0.0] + [cosine] * (steps - 1),
+        "alignment": [alignment] * rec.size,
+        "instant_gap": [gap] * rec.size,
     }
 
 
@@ -57,14 +77,22 @@ def _gd():
         )
     ls_lr, greedy_lr = _ramp(0.05, 0.01), _ramp(0.04, 0.01)  # sharpening just below the edge:
     runs["linesearch c=0"] = _run(
-        "linesearch", {"c": 0.0}, ls_lr, lambda s: 1.8 / ls_lr(s - 1), 0.08
+        "linesearch", {"c": 0.0}, ls_lr, lambda s: 1.8 / ls_lr(s - 1), 0.08, alignment=0.3
     )
+    # Below the edge: successive updates not opposed, less aligned; greedy steps better at once.
     runs["cdat σ=1"] = _run(
-        "cdat", {"sigma": 1.0}, greedy_lr, lambda s: 1.6 / greedy_lr(s - 1), 0.09
+        "cdat",
+        {"sigma": 1.0},
+        greedy_lr,
+        lambda s: 1.6 / greedy_lr(s - 1),
+        0.09,
+        cosine=0.3,
+        alignment=0.2,
+        gap=0.01,
     )
     runs["cdat σ=1.9375"] = _run("cdat", {"sigma": 1.9375}, _ramp(0.05, 0.02), _ramp(35, 95), 0.06)
     warm = lambda s: 0.02 if s == 0 else min(0.1, 0.02 + 0.08 * s / 150)  # noqa: E731
-    runs["cdat σ=2"] = _run("cdat", {"sigma": 2.0}, warm, lambda s: 20.5, 0.04)
+    runs["cdat σ=2"] = _run("cdat", {"sigma": 2.0}, warm, lambda s: 20.5, 0.04, gap=0.02)
     runs["cdat σ=2.0625"] = _run("cdat", {"sigma": 2.0625}, warm, lambda s: 19.0, 0.035)
     runs["cdat σ=2.5"] = _run("cdat", {"sigma": 2.5}, warm, lambda s: 30.0, math.inf)
     runs["polyak η_max=1"] = _run(
@@ -182,6 +210,9 @@ def _replace_run(exp, label, **kw):
             kw.get("sharpness", lambda s: run["sharpness"][s // RECORD - 1]),
             kw.get("final", run["final_loss"]),
             steps=run["num_steps"],
+            cosine=kw.get("cosine", run["update_cosine"][-1]),
+            alignment=kw.get("alignment", run["alignment"][-1]),
+            gap=kw.get("gap", run["instant_gap"][-1]),
         )
         r["experiments"][exp]["runs"][label] = new
 
