@@ -235,6 +235,18 @@ def plot_report(report: Mapping[str, Any], folder: str | Path) -> list[str]:
                 {**const, **cdat_runs}, folder / f"{name}_fig6_cdat.png", title=title, edge=edge
             )
             written.append(str(path))
+        geometry = {
+            **const,
+            **{k: runs[k] for k in [selected.get("linesearch")] if k in runs},
+            **{k: v for k, v in cdat_runs.items() if v["hyperparams"].get("sigma") in (1.0, 2.0)},
+        }
+        if any(v.get("update_cosine") for v in geometry.values()):
+            from cdat_core.lab.plots_diagnostics import plot_update_geometry
+
+            path = plot_update_geometry(
+                geometry, folder / f"{name}_fig16_17_updates.png", title=title
+            )
+            written.append(str(path))
         for tuner in sorted({v["tuner"] for v in runs.values()}):
             group = {k: v for k, v in runs.items() if v["tuner"] == tuner}
             extra = const if tuner != "constant" else {}

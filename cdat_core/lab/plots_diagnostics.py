@@ -1,0 +1,92 @@
+r"""PNG plots of the update-geometry diagnostics (Fig. 12's 4th panel, 16, 17) and of spectra.
+
+- :func:`plot_update_geometry`: three panels from the run dicts of the JSON report: the cosine
+  between successive updates (a 20-step running mean), the alignment
+  :math:`|\langle u, v_{\max}\rangle| / \|u\|` of the update with the top Hessian eigenvector,
+  and the instant gap :math:`f(w + \eta_{oe} u) - f(w + \eta_{qg} u)` of Fig. 16 (positive:
+  the greedy step decreases the loss more from that iterate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cdat_core.lab.plots import _pyplot
+
+__all__ = ["plot_update_geometry"]
+
+
+def _running_mean(x: np.ndarray, width: int = 20) -> np.ndarray:
+    if x.size < width:
+        return x
+    kernel = np.ones(width) / width
+    return np.convolve(x, kernel, mode="valid")
+
+
+def plot_update_geometry(
+    runs: Mapping[str, Mapping[str, Any]], path: str | Path, *, title: str = ""
+) -> Path:
+    r"""Successive-update cosine, alignment with the top eigenvector, and the instant gap.
+
+    Args:
+      runs: label -> run dict (per-step ``step`` and ``update_cosine``; per-record
+        ``record_step``, ``alignment`` and ``instant_gap``; missing series are skipped).
+      path: the PNG file to write (its folder is created).
+      title: the figure title.
+
+    Returns:
+      The path written.
+
+    Example:
+      >>> import tempfile, pathlib
+      >>> from cdat_core.lab import plots_diagnostics
+      >>> run = {"step": list(range(40)), "update_cosine": [-0.9] * 40, "record_step": [20, 40],
+      ...        "alignment": [0.8, 0.9], "instant_gap": [0.01, 0.02]}
+      >>> out = plots_diagnostics.plot_update_geometry(
+      ...     {"cdat σ=2": run}, pathlib.Path(tempfile.mkdtemp()) / "geometry.png")
+      >>> out.stat().st_size > 0
+      True
+    """
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, run) in enumerate(runs.items()):
+        color = colors[i % len(colors)]
+        cosine = np.asarray(run.get("update_cosine", []), np.float64)
+        steps = np.asarray(run.get("step", []), np.float64)
+        if cosine.size and cosine.size == steps.size:
+            smooth = _running_mean(cosine)
+            axes[0].plot(
+                steps[steps.size - smooth.size :], smooth, color=color, lw=1.2, label=label
+            )
+        record = np.asarray(run.get("record_step", []), np.float64)
+        for ax, key in ((axes[1], "alignment"), (axes[2], "instant_gap")):
+            y = np.asarray([np.nan if v is None else v for v in run.get(key, [])], np.float64)
+            if y.size == record.size and np.isfinite(y).any():
+                ax.plot(record, y, color=color, lw=1.2, marker=".", ms=4, label=label)
+    axes[0].set_title("cos(u_t, u_t-1), 20-step mean (Fig. 17)")
+    axes[0].set_ylim(-1.05, 1.05)
+    axes[1].set_title("|<u, v_max>| / ||u|| (Fig. 12, 17)")
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[2].set_title("f(w+η_oe u) - f(w+η_qg u), u = -∇f (Fig. 16)")
+    axes[2].axhline(0.0, color="k", lw=0.8, ls="--")
+    axes[2].set_yscale("symlog", linthresh=1e-4)
+    for ax in axes:
+        ax.set_xlabel("Step")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if not handles:
+        handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, max(1, len(labels))), frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.93 if title else 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
