@@ -6,8 +6,10 @@ holds; ``replace_run`` and ``set_path`` return mutations that make one claim fai
 module registers.
 """
 
+import importlib.util
 import math
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,8 +164,24 @@ def _models():
     }
 
 
+def _minibatch_study():
+    """The paper-like mini-batch study of ``tests/test_lab/test_minibatch_claims.py``."""
+    path = Path(__file__).parent.parent / "test_minibatch_claims.py"
+    spec = importlib.util.spec_from_file_location("_minibatch_claims_study", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def smooth_with_ema(b, s, beta):  # M3: with an EMA the best σ stays put
+        if beta == 0.0:
+            return 0.2 + 0.1 * abs(s - (0.4 if b < 64 else 2.8)) * (1 + b / 512)
+        return 0.2 + 0.1 * abs(s - 1.6)
+
+    return module.study(smooth_with_ema)
+
+
 def _ideal():
     return {
+        "minibatch": _minibatch_study(),
         "budget": "synthetic",
         "identity": {
             "sharpness": 10.0,

@@ -32,6 +32,9 @@ REPORT_ORDER = [
     "B.hypergradient_on_par_and_sharpens",
     "B.exact_sharpness_rule",
     "B.warmup_schedule_vs_cdat",
+    "B.greedy_larger_instant_decrease",
+    "B.cdat_updates_oppose",
+    "B.tuner_alignment_with_top_eigenvector",
     "F3.momentum.on_par_with_constant",
     "F3.momentum.greedy_worse",
     "F3.adam.on_par_with_constant",
@@ -48,6 +51,12 @@ REPORT_ORDER = [
     "C4.cdat_step_wall_time",
     "C5.cdat_step_flops",
     "C6.forward_mode_memory",
+    "M1.optimal_sigma_grows_with_batch",
+    "M2.greedy_beats_on_edge_at_small_batch",
+    "M3.ema_smooths_sigma_choice",
+    "M4.linesearch_works_in_minibatch",
+    "M5.minibatch_linesearch_takes_larger_steps",
+    "M6.schedule_beats_cdat_in_minibatch",
 ]
 
 MODELS = needs.measured("models", about="toy models")
