@@ -28,6 +28,19 @@ from cdat_core.rules import (
     sharpness_learning_rate,
 )
 from cdat_core.sharpness import hessian_sharpness, preconditioner_from_optax_state
+from cdat_core.spectrum import SpectralDensity, hessian_spectral_density
+from cdat_core.spectrum_blocks import (
+    UpdateAlignment,
+    block_sharpness,
+    gauss_newton_sharpness,
+    update_alignment,
+)
+from cdat_core.spectrum_trace import (
+    DiagonalEstimate,
+    TraceEstimate,
+    hessian_diagonal,
+    hessian_trace,
+)
 from cdat_core.transforms import (
     ScaleByCdatState,
     ScaleByHypergradientState,
@@ -46,6 +59,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Curvature",
+    "DiagonalEstimate",
     "EdgeOfStability",
     "EigResult",
     "LinesearchResult",
@@ -54,16 +68,24 @@ __all__ = [
     "ScaleByLinesearchState",
     "ScaleByPolyakState",
     "ScaleBySharpnessState",
+    "SpectralDensity",
+    "TraceEstimate",
+    "UpdateAlignment",
     "__version__",
     "backtracking_linesearch",
+    "block_sharpness",
     "cdat",
     "cdat_learning_rate",
     "directional_curvature",
     "edge_of_stability",
     "ema",
     "gauss_newton_curvature",
+    "gauss_newton_sharpness",
     "greedy_learning_rate",
+    "hessian_diagonal",
     "hessian_sharpness",
+    "hessian_spectral_density",
+    "hessian_trace",
     "hvp",
     "hypergradient_learning_rate",
     "initial_learning_rate",
@@ -78,4 +100,5 @@ __all__ = [
     "scale_by_polyak",
     "scale_by_sharpness",
     "sharpness_learning_rate",
+    "update_alignment",
 ]
