@@ -35,6 +35,7 @@ import functools
 import math
 import zlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import jax
@@ -255,6 +256,64 @@ def _evaluate() -> Callable[..., Any]:
     return jax.jit(lambda w, x, y, tx, ty: (MLP.loss(w, x, y), kernels.test_error(w, tx, ty)))
 
 
+def _lanes(study: Study, batch_size: int, kind: str, num_seeds: int) -> list[tuple[int, Any]]:
+    """The lanes of one program: (seed index, (tuner, label, numbers))."""
+    return [(s, point) for s in range(num_seeds) for point in _grids(study, batch_size)[kind]]
+
+
+_POOL: list[ThreadPoolExecutor] = []
+_EXECUTABLES: dict[tuple[Any, ...], Future[Any]] = {}
+
+
+def _compile_all(
+    study: Study, seeds: Sequence[int], starts: list[PyTree], shared: Any
+) -> dict[tuple[int, str], tuple[list[tuple[int, Any]], Future[Any], tuple[Any, ...]]]:
+    """Every (batch size, kind) program's lanes, executable (a future) and arguments.
+
+    The programs are traced here, in order, and compiled on two worker threads (XLA's
+    compiler releases the GIL and uses one core), so that later programs compile while
+    earlier ones run. Executables are kept for the process, by program and shapes.
+    """
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="minibatch-compile"))
+    calls = {}
+    for b in study.batch_sizes:
+        orders = np.stack([data_order(s, study.num_epochs, study.num_train, b) for s in seeds])
+        orders_on_devices = _kernels.put_replicated(orders.astype(np.int32))
+        for kind, names in kernels.KINDS.items():
+            lanes = _lanes(study, b, kind, len(seeds))
+            size = _pad(len(lanes))
+            numbers = [p[2] for _, p in lanes] + [lanes[-1][1][2]] * (size - len(lanes))
+            seed_index = [s for s, _ in lanes] + [lanes[-1][0]] * (size - len(lanes))
+            args = (
+                _stack([starts[s] for s, _ in lanes], size),
+                _kernels.put_lanes(
+                    {n: np.asarray([x[n] for x in numbers], np.float32) for n in names}
+                ),
+                _kernels.put_lanes(np.asarray(seed_index, np.int32)),
+                orders_on_devices,
+                shared,
+            )
+            program = kernels.train_program(
+                kind, b, study.num_epochs, study.num_train, study.warmup_fraction
+            )
+            key = (
+                kind,
+                b,
+                study.num_epochs,
+                study.num_train,
+                study.warmup_fraction,
+                size,
+                len(seeds),
+                tuple(study.hidden),
+                tuple(jax.local_devices()),
+            )
+            if key not in _EXECUTABLES:
+                _EXECUTABLES[key] = _POOL[0].submit(program.lower(*args).compile)
+            calls[b, kind] = (lanes, _EXECUTABLES[key], args)
+    return calls
+
+
 def run_study(
     study: Study, seeds: Sequence[int], *, progress: Callable[[int], None] | None = None
 ) -> list[dict[str, Any]]:
@@ -310,33 +369,15 @@ def run_study(
         for loss, err in first
     ]
     iterates: dict[int, list[PyTree]] = {}
+    calls = _compile_all(study, seeds, starts, shared)
     for b in study.batch_sizes:
         key_b = str(b)
         finals: dict[str, list[PyTree]] = {}
         for seed_out in out:
             seed_out["runs"][key_b] = {}
-        for kind, grid in _grids(study, b).items():
-            lanes = [(s, point) for s in range(len(seeds)) for point in grid]
-            size = _pad(len(lanes))
-            program = kernels.train_program(
-                kind, b, study.num_epochs, study.num_train, study.warmup_fraction
-            )
-            names = kernels.KINDS[kind]
-            numbers = [p[2] for _, p in lanes] + [lanes[-1][1][2]] * (size - len(lanes))
-            hp = _kernels.put_lanes(
-                {n: np.asarray([x[n] for x in numbers], np.float32) for n in names}
-            )
-            seed_index = [s for s, _ in lanes] + [lanes[-1][0]] * (size - len(lanes))
-            orders = np.stack(
-                [data_order(s, study.num_epochs, study.num_train, b) for s in seeds]
-            ).astype(np.int32)
-            final, records = program(
-                _stack([starts[s] for s, _ in lanes], size),
-                hp,
-                _kernels.put_lanes(np.asarray(seed_index, np.int32)),
-                _kernels.put_replicated(orders),
-                shared,
-            )
+        for kind in kernels.KINDS:
+            lanes, executable, args = calls[b, kind]
+            final, records = executable.result()(*args)
             final, records = jax.device_get((final, records))
             for i, (s, (tuner, label, point)) in enumerate(lanes):
                 run = {k: np.asarray(v[i], np.float64) for k, v in records.items()}
