@@ -36,7 +36,7 @@ import math
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -309,7 +309,7 @@ def _compile_all(
                 tuple(jax.local_devices()),
             )
             if key not in _EXECUTABLES:
-                _EXECUTABLES[key] = _POOL[0].submit(program.lower(*args).compile)
+                _EXECUTABLES[key] = _POOL[0].submit(cast(Any, program).lower(*args).compile)
             calls[b, kind] = (lanes, _EXECUTABLES[key], args)
     return calls
 
