@@ -253,7 +253,9 @@ def _floats(x: np.ndarray) -> list[float | None]:
 
 @functools.lru_cache(maxsize=4)
 def _evaluate() -> Callable[..., Any]:
-    return jax.jit(lambda w, x, y, tx, ty: (MLP.loss(w, x, y), kernels.test_error(w, tx, ty)))
+    return jax.jit(
+        lambda w, x, y, tx, ty: (MLP.loss(w, x, y), kernels.classification_error(w, tx, ty))
+    )
 
 
 def _lanes(study: Study, batch_size: int, kind: str, num_seeds: int) -> list[tuple[int, Any]]:

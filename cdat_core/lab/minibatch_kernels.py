@@ -38,7 +38,14 @@ from cdat_core.lab.tuners import factory
 from cdat_core.linesearch import backtracking_linesearch
 from cdat_core.testing import MLP
 
-__all__ = ["KINDS", "learning_rate_of", "make_optimizer", "probe_program", "train_program"]
+__all__ = [
+    "KINDS",
+    "classification_error",
+    "learning_rate_of",
+    "make_optimizer",
+    "probe_program",
+    "train_program",
+]
 
 PyTree = Any
 Numbers = Mapping[str, jax.Array]
@@ -118,8 +125,16 @@ def learning_rate_of(state: Any) -> jax.Array:
     return jnp.asarray(found[1])
 
 
-def test_error(params: PyTree, inputs: jax.Array, targets: jax.Array) -> jax.Array:
-    """Fraction of examples whose largest output is not the target class."""
+def classification_error(params: PyTree, inputs: jax.Array, targets: jax.Array) -> jax.Array:
+    """Fraction of examples whose largest output is not the target class.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from cdat_core.lab import minibatch_kernels as mk
+      >>> w = [{"w": jnp.eye(2), "b": jnp.zeros(2)}]  # outputs = inputs
+      >>> float(mk.classification_error(w, jnp.array([[1.0, 0.0], [1.0, 0.0]]), jnp.eye(2)))
+      0.5
+    """
     wrong = jnp.argmax(MLP.predict(params, inputs), -1) != jnp.argmax(targets, -1)
     return jnp.mean(wrong.astype(inputs.dtype))
 
@@ -178,7 +193,7 @@ def train_program(
             w = carry[0]
             record = {
                 "train_loss": loss(w, train_x, train_y),
-                "test_error": test_error(w, test_x, test_y),
+                "test_error": classification_error(w, test_x, test_y),
                 "batch_loss": jnp.mean(values),
                 "learning_rate": jnp.median(rates),
                 "first_learning_rate": rates[0],
