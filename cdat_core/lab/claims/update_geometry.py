@@ -21,7 +21,7 @@ import numpy as np
 
 from cdat_core.lab import needs
 from cdat_core.lab.claims.criteria import Run, arr, final_loss, fmt, median, window
-from cdat_core.lab.claims.registry import FULL_ONLY, Outcome, claim
+from cdat_core.lab.claims.registry import Outcome, claim
 
 __all__ = ["MOST", "OPPOSED", "SETTLE"]
 
@@ -59,7 +59,6 @@ def _late_alignment(run: Run) -> float:
     criterion=f"f(w+η_oe u) - f(w+η_qg u) > 0 (u = -∇f(w)) at > {MOST:.0%} of the records "
     "along both the σ=1 and the σ=2 runs, and final loss σ=1 > σ=2",
     needs={"greedy": GREEDY, "cdat2": CDAT2},
-    budgets=FULL_ONLY,
 )
 def _instant(greedy: Run, cdat2: Run) -> Outcome:
     along_greedy, along_edge = _positive_fraction(greedy), _positive_fraction(cdat2)
@@ -80,7 +79,6 @@ def _instant(greedy: Run, cdat2: Run) -> Outcome:
     criterion=f"median cos(u_t, u_t-1) after the first {SETTLE:.0%} of steps ≤ {OPPOSED} for "
     f"CDAT σ=2 and the tuned constant, > {OPPOSED} for σ=1",
     needs={"cdat2": CDAT2, "constant": CONSTANT, "greedy": GREEDY},
-    budgets=FULL_ONLY,
 )
 def _oppose(cdat2: Run, constant: Run, greedy: Run) -> Outcome:
     c2, cc, c1 = (
@@ -108,7 +106,6 @@ def _oppose(cdat2: Run, constant: Run, greedy: Run) -> Outcome:
         "greedy": GREEDY,
         "linesearch": needs.selected("gd", "linesearch"),
     },
-    budgets=FULL_ONLY,
 )
 def _alignment(constant: Run, cdat2: Run, greedy: Run, linesearch: Run) -> Outcome:
     a = {

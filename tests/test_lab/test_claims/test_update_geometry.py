@@ -42,8 +42,8 @@ def test_runs_without_the_diagnostics_fail_rather_than_pass(synthetic):
     assert {statuses[i] for i in synthetic.module_claims(update_geometry)} == {"FAIL"}
 
 
-def test_only_the_full_budget_runs_them():
-    assert {claims.CLAIMS[i].budgets for i in synthetic_ids()} == {claims.FULL_ONLY}
+def test_both_budgets_run_them():
+    assert {claims.CLAIMS[i].budgets for i in synthetic_ids()} == {claims.BOTH}
 
 
 def synthetic_ids():
