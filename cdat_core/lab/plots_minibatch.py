@@ -74,19 +74,34 @@ def plot_heatmap(studies: Sequence[Study], path: str | Path) -> Path:
       True
     """
     plt = _pyplot()
+    from matplotlib.colors import LogNorm
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     first = studies[0]
     sigmas, sizes, betas = first["sigmas"], first["batch_sizes"], first["ema_decays"]
-    fig, axes = plt.subplots(1, len(betas), figsize=(4.2 * len(betas), 3.8), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(betas), figsize=(4.4 * len(betas) + 1, 4.0), squeeze=False, layout="constrained"
+    )
+    panels = [heatmap_values(studies, beta) for beta in betas]
+    low = max(min(float(v.min()) for v in panels), 1e-3)
+    norm = LogNorm(vmin=low, vmax=1.0) if low < 1.0 else None
     image = None
-    for ax, beta in zip(axes[0], betas, strict=True):
-        values = heatmap_values(studies, beta)
-        image = ax.imshow(values, origin="lower", aspect="auto", cmap="viridis_r", vmin=0, vmax=1)
+    for ax, beta, values in zip(axes[0], betas, panels, strict=True):
+        image = ax.imshow(values, origin="lower", aspect="auto", cmap="viridis_r", norm=norm)
         best = np.argmin(values, axis=0)
-        ax.scatter(range(len(sizes)), best, marker="*", s=120, c="red", label="best σ")
+        ax.scatter(
+            range(len(sizes)),
+            best,
+            marker="s",
+            s=520,
+            facecolors="none",
+            edgecolors="red",
+            linewidths=2,
+        )
         for i in range(len(sigmas)):
             for j in range(len(sizes)):
+                dark = values[i, j] > np.sqrt(low)  # the darker half of the log scale
                 ax.text(
                     j,
                     i,
@@ -94,7 +109,7 @@ def plot_heatmap(studies: Sequence[Study], path: str | Path) -> Path:
                     ha="center",
                     va="center",
                     fontsize=6,
-                    color="white" if values[i, j] < 0.5 else "black",
+                    color="white" if dark else "black",
                 )
         ax.set_xticks(range(len(sizes)), [str(b) for b in sizes])
         ax.set_yticks(range(len(sigmas)), [f"{s:g}" for s in sigmas])
@@ -103,8 +118,11 @@ def plot_heatmap(studies: Sequence[Study], path: str | Path) -> Path:
         ax.set_title(f"β_cdat = {beta:g}")
     if image is not None:
         fig.colorbar(image, ax=list(axes[0]), label="avg. end train loss / initial (≤ 1)")
-    axes[0][0].legend(loc="upper left", fontsize=7)
-    fig.suptitle(f"{first.get('description', '')} — mean over {len(studies)} seed(s)", fontsize=9)
+    fig.suptitle(
+        f"CDAT: normalized performance, mean over {len(studies)} seed(s); red: the best σ of "
+        f"each batch size\n{first.get('description', '')}",
+        fontsize=9,
+    )
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
