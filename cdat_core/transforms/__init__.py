@@ -71,6 +71,7 @@ state clean through a window of NaN gradients (see the README).
 One module per tuner, each with its state class right above its factory:
 
 - :mod:`~cdat_core.transforms.cdat`: :func:`scale_by_cdat` and :func:`cdat` (eq 8);
+- :mod:`~cdat_core.transforms.cdat_curvature`: CDAT's curvature estimators (``curvature=``);
 - :mod:`~cdat_core.transforms.linesearch`: :func:`scale_by_linesearch` (eq 1, appendix C.3);
 - :mod:`~cdat_core.transforms.polyak`: :func:`scale_by_polyak` (eq 14);
 - :mod:`~cdat_core.transforms.hypergradient`: :func:`scale_by_hypergradient` (eq 15);
@@ -80,12 +81,24 @@ One module per tuner, each with its state class right above its factory:
 """
 
 from cdat_core.transforms.cdat import ScaleByCdatState, cdat, scale_by_cdat
+from cdat_core.transforms.cdat_curvature import (
+    ExactCurvature,
+    ForwardEdgeCurvature,
+    GaussNewtonCurvature,
+    LaggedCurvature,
+    ParabolicCurvature,
+)
 from cdat_core.transforms.hypergradient import ScaleByHypergradientState, scale_by_hypergradient
 from cdat_core.transforms.linesearch import ScaleByLinesearchState, scale_by_linesearch
 from cdat_core.transforms.polyak import ScaleByPolyakState, scale_by_polyak
 from cdat_core.transforms.sharpness import ScaleBySharpnessState, scale_by_sharpness
 
 __all__ = [
+    "ExactCurvature",
+    "ForwardEdgeCurvature",
+    "GaussNewtonCurvature",
+    "LaggedCurvature",
+    "ParabolicCurvature",
     "ScaleByCdatState",
     "ScaleByHypergradientState",
     "ScaleByLinesearchState",

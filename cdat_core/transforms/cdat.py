@@ -3,7 +3,8 @@ r"""CDAT: the curvature-dynamics-aware learning rate, eq (8) of Roulet et al. (2
 :class:`ScaleByCdatState` and :func:`scale_by_cdat` scale the incoming direction by
 :math:`\sigma \tilde n / \tilde d` from the slope and curvature along it; :func:`cdat`
 chains it after a base optimizer. The opt-in loss check ``max_rise`` (off by default: the paper's
-rule exactly) and its bounded backtracking loop, ``_checked_learning_rate``, live here too.
+rule exactly) and its bounded backtracking loop, ``_checked_learning_rate``, live here too; the
+curvature estimators (``curvature=``, ``every=``) in :mod:`cdat_core.transforms.cdat_curvature`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import jax.numpy as jnp
 import optax
 
 from cdat_core import _tree
-from cdat_core.curvature import directional_curvature
 from cdat_core.rules import cdat_learning_rate, ema
+from cdat_core.transforms import _cdat_estimate
 from cdat_core.transforms._common import (
     PyTree,
     _all_finite,
@@ -26,10 +27,10 @@ from cdat_core.transforms._common import (
     _check_hyperparameter,
     _check_params,
     _concrete_number,
-    _objective,
     _scalar_dtype,
     _scaled,
 )
+from cdat_core.transforms.cdat_curvature import check_every, resolve_curvature
 
 __all__ = ["ScaleByCdatState", "cdat", "scale_by_cdat"]
 
@@ -55,6 +56,13 @@ class ScaleByCdatState(NamedTuple):
         ``backtrack_factor`` at the last update (int32; 0 without the check).
       accepted: whether the check accepted a step at the last update (``True`` without it;
         when ``False``, ``learning_rate`` is 0 and the update was exactly zero).
+      quotient: :math:`q = d_r / \lVert u_r\rVert^2` of the last refresh :math:`r` of the
+        curvature that gave a finite step (0 before any); reused between refreshes.
+      direction_sq_norm: :math:`\lVert u_t\rVert^2` at the last update (0 if not finite).
+      since_refresh: updates since that refresh (int32, capped at ``every``).
+      num_refreshes: refreshes that gave a finite step (int32).
+      num_probes: forward passes of :math:`f` the estimator made at the last update (int32;
+        0 for ``"exact"``, Gauss-Newton, the lagged parabola and reused steps).
     """
 
     learning_rate: jax.Array
@@ -68,6 +76,11 @@ class ScaleByCdatState(NamedTuple):
     proposed_learning_rate: jax.Array
     num_backtracks: jax.Array
     accepted: jax.Array
+    quotient: jax.Array
+    direction_sq_norm: jax.Array
+    since_refresh: jax.Array
+    num_refreshes: jax.Array
+    num_probes: jax.Array
 
 
 def scale_by_cdat(
@@ -80,6 +93,8 @@ def scale_by_cdat(
     backtrack_factor: float | jax.Array = 0.5,
     max_backtracks: int = 20,
     has_aux: bool = False,
+    curvature: Any = "exact",
+    every: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scale the direction by the CDAT learning rate, eq (8) of Roulet et al. (2024).
 
@@ -96,7 +111,16 @@ def scale_by_cdat(
         \eta_t = \sigma \, \tilde n_{t+1} / \tilde d_{t+1},
 
     and the update is :math:`\eta_t u_t`. Value, slope and curvature come from one
-    forward-over-forward pass (:func:`cdat_core.directional_curvature`).
+    forward-over-forward pass (:func:`cdat_core.directional_curvature`) by default.
+
+    *Cheaper curvature* (``curvature``, ``every``). :math:`d_t` may instead come from the
+    parabola through one extra forward pass (``"parabolic"``), from the previous step's
+    values (``"lagged"``, no extra pass), from the Gauss-Newton matrix
+    (:class:`~cdat_core.GaussNewtonCurvature`) or from the edge of :math:`f` found by forward
+    passes (``"forward_edge"``), and be refreshed every ``every`` updates only, the Rayleigh
+    quotient of the last refresh being reused in between: equations, references and costs in
+    :mod:`cdat_core.transforms.cdat_curvature`. Pass ``value=`` and ``grad=`` (your
+    ``jax.value_and_grad`` at ``params``) to ``update`` so that they cost no extra pass.
 
     *EMA initialisation.* :math:`\tilde n_0 = \tilde d_0 = 0`. Both averages then carry the
     same bias factor :math:`1 - \beta^{t+1}`, which cancels in the ratio: the first step is
@@ -160,12 +184,19 @@ def scale_by_cdat(
         the loss and drops ``aux`` before its JVPs and trials; read ``aux`` from your own
         ``jax.value_and_grad(value_fn, has_aux=True)`` at the same params (see
         :mod:`cdat_core.transforms` for why the state does not keep it).
+      curvature: ``"exact"`` (default), ``"parabolic"``, ``"lagged"``, ``"forward_edge"``,
+        or an estimator object (:class:`~cdat_core.GaussNewtonCurvature`,
+        :class:`~cdat_core.ParabolicCurvature`, ...); structural.
+      every: :math:`k \ge 1`, refresh the curvature every :math:`k` updates (a Python int;
+        with ``optax.inject_hyperparams`` name it in ``static_args`` to keep ``every=1``
+        free of the ``lax.cond``).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state :class:`ScaleByCdatState`.
 
     Raises:
-      ValueError: a concrete hyperparameter out of range, e.g. ``ema_decay=1.0``.
+      ValueError: a concrete hyperparameter out of range, e.g. ``ema_decay=1.0``, an unknown
+        ``curvature`` or an ``every`` that is not an int >= 1.
       TypeError: ``max_backtracks`` not a Python int (with ``max_rise`` set), or ``has_aux``
         not a bool; at trace time, a ``value_fn`` that returns a tuple with
         ``has_aux=False``. With ``has_aux=True`` and a ``value_fn`` that does not return a
@@ -201,6 +232,8 @@ def scale_by_cdat(
     """
     name = "scale_by_cdat"
     has_aux = _check_has_aux(name, has_aux)
+    estimator = resolve_curvature(curvature, name)
+    check_every(every, name)
     _check_hyperparameter(name, "sigma", sigma)
     _check_hyperparameter(name, "ema_decay", ema_decay, below=1.0)
     _check_hyperparameter(name, "eps", eps)
@@ -230,6 +263,11 @@ def scale_by_cdat(
             proposed_learning_rate=zero,
             num_backtracks=jnp.zeros((), jnp.int32),
             accepted=jnp.asarray(True),
+            quotient=zero,
+            direction_sq_norm=zero,
+            since_refresh=jnp.zeros((), jnp.int32),
+            num_refreshes=jnp.zeros((), jnp.int32),
+            num_probes=jnp.zeros((), jnp.int32),
         )
 
     def update_fn(
@@ -241,11 +279,10 @@ def scale_by_cdat(
         **extra_args: Any,
     ) -> tuple[PyTree, ScaleByCdatState]:
         params, updates = _check_params(params, updates, name)
-        fun = _objective(value_fn, extra_args, name, has_aux)
+        fun = _cdat_estimate.objective(estimator, value_fn, extra_args, name, has_aux)
         dtype = state.numerator.dtype
-        value, slope, curvature = (
-            jnp.asarray(x).astype(dtype) for x in directional_curvature(fun, params, updates)
-        )
+        est = _cdat_estimate.estimate(estimator, every, fun, params, updates, state, extra_args)
+        value, slope, curvature = est.value, est.slope, est.curvature
         sigma_, beta, eps_, max_lr = (
             jnp.asarray(x).astype(dtype) for x in (sigma, ema_decay, eps, max_learning_rate)
         )
@@ -285,6 +322,7 @@ def scale_by_cdat(
                 jnp.clip(jnp.where(finite, factor, 0.5), 0.0, 1.0),
                 num_backtracks_max,
             )
+        quotient, usq, since, refreshes = _cdat_estimate.bookkeeping(est, finite, state, every)
         new_state = ScaleByCdatState(
             learning_rate=learning_rate,
             numerator=new_numerator,
@@ -297,6 +335,11 @@ def scale_by_cdat(
             proposed_learning_rate=proposed,
             num_backtracks=num_backtracks,
             accepted=accepted,
+            quotient=quotient,
+            direction_sq_norm=usq,
+            since_refresh=since,
+            num_refreshes=refreshes,
+            num_probes=est.num_probes,
         )
         return _scaled(learning_rate, updates, finite), new_state
 
@@ -369,7 +412,8 @@ def cdat(
         Adam's preconditioned momentum direction).
       sigma: :math:`\sigma` of eq (8).
       **kwargs: ``ema_decay``, ``eps``, ``max_learning_rate``, ``max_rise``,
-        ``backtrack_factor``, ``max_backtracks``, ``has_aux`` of :func:`scale_by_cdat`. With Adam or
+        ``backtrack_factor``, ``max_backtracks``, ``has_aux``, ``curvature``, ``every`` of
+        :func:`scale_by_cdat`. With Adam or
         RMSProp directions use the loss check, ``max_rise=1.0`` (see :func:`scale_by_cdat`).
 
     Returns:
