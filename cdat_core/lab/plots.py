@@ -247,6 +247,14 @@ def plot_report(report: Mapping[str, Any], folder: str | Path) -> list[str]:
                 geometry, folder / f"{name}_fig16_17_updates.png", title=title
             )
             written.append(str(path))
+        ends = {k: v["spectrum_end"] for k, v in runs.items() if v.get("spectrum_end")}
+        if exp.get("spectrum_start") and ends:
+            from cdat_core.lab.plots_diagnostics import plot_spectra
+
+            path = plot_spectra(
+                exp["spectrum_start"], ends, folder / f"{name}_spectrum.png", title=title
+            )
+            written.append(str(path))
         for tuner in sorted({v["tuner"] for v in runs.values()}):
             group = {k: v for k, v in runs.items() if v["tuner"] == tuner}
             extra = const if tuner != "constant" else {}

@@ -5,6 +5,9 @@ r"""PNG plots of the update-geometry diagnostics (Fig. 12's 4th panel, 16, 17) a
   :math:`|\langle u, v_{\max}\rangle| / \|u\|` of the update with the top Hessian eigenvector,
   and the instant gap :math:`f(w + \eta_{oe} u) - f(w + \eta_{qg} u)` of Fig. 16 (positive:
   the greedy step decreases the loss more from that iterate).
+- :func:`plot_spectra`: the Hessian spectral density (stochastic Lanczos quadrature,
+  :mod:`cdat_core.lab.spectra`) at :math:`w_0` and at the end of the tuned constant, greedy and
+  CDAT σ=2 runs.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 from cdat_core.lab.plots import _pyplot
 
-__all__ = ["plot_update_geometry"]
+__all__ = ["plot_spectra", "plot_update_geometry"]
 
 
 def _running_mean(x: np.ndarray, width: int = 20) -> np.ndarray:
@@ -87,6 +90,62 @@ def plot_update_geometry(
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.1, 1, 0.93 if title else 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_spectra(
+    start: Mapping[str, Any],
+    ends: Mapping[str, Mapping[str, Any]],
+    path: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    r"""Hessian spectral densities at :math:`w_0` and at the end of runs (log density).
+
+    Args:
+      start: ``grid`` and ``density`` at the initial weights.
+      ends: label -> ``grid`` and ``density`` at the run's final weights.
+      path: the PNG file to write (its folder is created).
+      title: the figure title.
+
+    Returns:
+      The path written.
+
+    Example:
+      >>> import tempfile, pathlib
+      >>> from cdat_core.lab import plots_diagnostics
+      >>> d = {"grid": [0.0, 1.0, 2.0], "density": [0.5, 0.4, 0.1]}
+      >>> out = plots_diagnostics.plot_spectra(d, {"cdat σ=2": d},
+      ...                                      pathlib.Path(tempfile.mkdtemp()) / "s.png")
+      >>> out.stat().st_size > 0
+      True
+    """
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 3.6), sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    curves = [(axes[0], "w_0", start, "k")] + [
+        (axes[1], label, d, colors[i % len(colors)]) for i, (label, d) in enumerate(ends.items())
+    ]
+    for ax, label, d, color in curves:
+        x = np.asarray(d.get("grid", []), np.float64)
+        y = np.asarray([np.nan if v is None else v for v in d.get("density", [])], np.float64)
+        if x.size and x.size == y.size:
+            ax.plot(x, np.where(y > 1e-12, y, np.nan), color=color, lw=1.2, label=label)
+    axes[0].set_title("At initialization")
+    axes[1].set_title("At the end of training")
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.set_xlabel("Hessian eigenvalue")
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False)
+    axes[0].set_ylabel("density (SLQ)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.93 if title else 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

@@ -11,7 +11,10 @@ scaled by each seed's :math:`\lambda_0`; the appendix C.3 selection (best mean l
 last 5 iterates) is made per seed, and a seed whose best point is at an end of a power-of-2
 grid gets that grid widened (all such seeds in one call). Lanes go a seed count at a time
 (:func:`~cdat_core.lab.train.run_lanes`'s ``lanes_per_call``), so each tuner of an
-experiment, grid and widenings alike, is one compiled program. :class:`Progress` drives a
+experiment, grid and widenings alike, is one compiled program. On the first seed of the
+experiment :data:`cdat_core.lab.spectra.EXPERIMENT`, the Hessian spectral density is measured at
+:math:`w_0` (``spectrum_start``) and at the end of the tuned constant, σ=1 and σ=2 CDAT runs
+(their ``spectrum_end``). :class:`Progress` drives a
 tqdm bar on a terminal and prints timestamped lines (stage, lane-steps done/total, ETA) that
 a log file can read: per stage, and at least every 30 s within one when there is no bar.
 """
@@ -27,7 +30,7 @@ from typing import Any, NamedTuple, TextIO
 
 import jax
 
-from cdat_core.lab import bases, train, tuners
+from cdat_core.lab import bases, spectra, train, tuners
 from cdat_core.lab import report as report_lib
 from cdat_core.lab.plans import Plan, SweepSpec
 
@@ -340,3 +343,27 @@ def run_sweep(
             lab = spec.run_label(numbers)
             if lab in exp["runs"]:
                 exp["selected"][name] = lab
+    if sweep.experiment == spectra.EXPERIMENT and exps:
+        _spectra(sweep, built, exps[0], hps[0], runs[0], best[0])
+
+
+def _spectra(
+    sweep: SweepSpec,
+    built: Built,
+    exp: dict[str, Any],
+    hps: list[dict[str, float]],
+    runs: list[train.TrainResult],
+    best: int,
+) -> None:
+    """Hessian spectral densities (first seed): at w_0 once, at the end of the wanted runs."""
+    first = built.problems[0]
+    data = (first.inputs, first.targets)
+    key = jax.random.fold_in(built.keys[0], 17)
+    spec = tuners.TUNERS.lookup(sweep.tuner)
+    for i, (hp, res) in enumerate(zip(hps, runs, strict=True)):
+        chosen = sweep.select and sweep.tuner == "constant" and i == best
+        if spectra.wanted(sweep.tuner, hp, chosen):
+            if "spectrum_start" not in exp:
+                exp["spectrum_start"] = spectra.density(first.loss, first.params, data, key)
+            run = exp["runs"][spec.run_label(hp)]
+            run["spectrum_end"] = spectra.density(first.loss, res.params, data, key)
