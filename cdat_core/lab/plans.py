@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from cdat_core.lab.bases import BASES
+from cdat_core.lab.cheap_cdat import ESTIMATORS
 from cdat_core.lab.minibatch import STUDIES, Study
 from cdat_core.lab.needs import Need
 from cdat_core.lab.problems import PROBLEMS
@@ -69,7 +70,7 @@ __all__ = [
 ]
 
 #: The measurements a plan can ask for (made by :mod:`cdat_core.lab.verify`).
-MEASUREMENTS = ("identity", "models", "costs", "minibatch")
+MEASUREMENTS = ("identity", "models", "costs", "cheap_costs", "minibatch")
 #: The budgets of ``cdat-core verify``.
 BUDGETS = ("quick", "full")
 
@@ -180,6 +181,20 @@ _LINESEARCH_FULL = tuple({"c": c} for c in (1e-4, 0.5))
 _EVERY_MEASUREMENT = dict.fromkeys(MEASUREMENTS, "")
 
 
+def _cheap_cdat_sweeps(gd: int, other: int) -> tuple[SweepSpec, ...]:
+    """CDAT σ=2 with each cheap estimator (claims C7, C8), beside exact CDAT's runs."""
+    out = []
+    for experiment, steps, numbers in (
+        ("gd", gd, {"sigma": 2.0}),
+        ("adam", other, {"sigma": 2.0, "ema_decay": 0.9}),
+        ("cnn_gd", other, {"sigma": 2.0}),
+        ("cnn_adam", other, {"sigma": 2.0, "ema_decay": 0.9}),
+    ):
+        for tuner in ESTIMATORS:
+            out.append(SweepSpec(experiment, tuner, (numbers,), steps, select=False))
+    return tuple(out)
+
+
 def _full_catalog() -> Plan:
     mlp = (128, 128)
     gd, other, rel = 1000, 500, ("learning_rate",)
@@ -232,6 +247,8 @@ def _full_catalog() -> Plan:
         ),
         SweepSpec("cnn_gd", "constant", _pow2(range(1, 4)), other, rel, extend="learning_rate"),
         SweepSpec("cnn_gd", "cdat", ({"sigma": 1.0}, {"sigma": 2.0}), other, select=False),
+        SweepSpec("cnn_adam", "cdat", ({"sigma": 2.0, "ema_decay": 0.9},), other, select=False),
+        *_cheap_cdat_sweeps(gd, other),
     )
     return Plan(
         budget="full",
@@ -240,6 +257,7 @@ def _full_catalog() -> Plan:
             "momentum": ExperimentSpec("mlp", mlp, 512, "momentum"),
             "adam": ExperimentSpec("mlp", mlp, 512, "adam"),
             "cnn_gd": ExperimentSpec("cnn", (8, 16), 512, "gd", vectorize=False),
+            "cnn_adam": ExperimentSpec("cnn", (8, 16), 512, "adam", vectorize=False),
         },
         sweeps=sweeps,
         record_every=50,

@@ -210,6 +210,41 @@ TUNERS.register(
 )
 
 
+def _cdat_estimated(hp: Numbers, static: Numbers) -> optax.GradientTransformation:
+    return scale_by_cdat(
+        hp["sigma"],
+        ema_decay=hp["ema_decay"],
+        curvature=static["curvature"],
+        every=int(static["every"]),
+    )
+
+
+# Cheap CDAT (issue 15, claims C7 and C8; see cdat_core.lab.cheap_cdat): one tuner per
+# estimator, so that their runs have labels of their own beside exact CDAT's.
+for _name, _rule, _static in (
+    (
+        "cdat_lagged",
+        "CDAT, eq (8), curvature of the previous step's parabola (free)",
+        {"curvature": "lagged", "every": 1},
+    ),
+    (
+        "cdat_every16",
+        "CDAT, eq (8), exact curvature refreshed every 16 updates",
+        {"curvature": "exact", "every": 16},
+    ),
+):
+    TUNERS.register(
+        TunerSpec(
+            _name,
+            _rule,
+            _cdat_estimated,
+            {"sigma": 2.0, "ema_decay": 0.0},
+            ("σ", "sigma", "g"),
+            static=_static,
+        )
+    )
+
+
 def _polyak(hp: Numbers, static: Numbers) -> optax.GradientTransformation:
     return scale_by_polyak(max_learning_rate=hp["max_learning_rate"])
 

@@ -34,8 +34,8 @@ from typing import Any, NamedTuple
 import jax
 
 import cdat_core
-from cdat_core.lab import claims as claims_lib
 from cdat_core.lab import (
+    cheap_cdat,
     compile_cache,
     measurements,
     minibatch,
@@ -44,6 +44,7 @@ from cdat_core.lab import (
     plots_minibatch,
     runner,
 )
+from cdat_core.lab import claims as claims_lib
 from cdat_core.lab import report as report_lib
 from cdat_core.lab.plans import ExperimentSpec, Plan, SweepSpec
 from cdat_core.lab.runner import MAX_GRID_EXTENSIONS, Built
@@ -97,6 +98,16 @@ def _costs(plan: Plan, built: dict[str, Built], experiment: str, seed: int) -> A
     )
 
 
+def _cheap_costs(plan: Plan, built: dict[str, Built], experiment: str, seed: int) -> Any:
+    # Amortized step flops of the cheap CDAT estimators on the plan's MLP and CNN (C7).
+    problems = {
+        plan.experiments[name].description(): built[name].problems[0]
+        for name in ("gd", "cnn_gd")
+        if name in built
+    }
+    return cheap_cdat.cheap_costs(problems)
+
+
 def _identity(plan: Plan, built: dict[str, Built], experiment: str, seed: int) -> Any:
     return measurements.identity_checks(seed=seed)
 
@@ -120,6 +131,7 @@ MEASUREMENTS: dict[str, Measurement] = {
     "identity": Measurement(_identity, after_runs=False),
     "models": Measurement(_models, after_runs=False, per_seed=False),
     "costs": Measurement(_costs, after_runs=True, per_seed=False),
+    "cheap_costs": Measurement(_cheap_costs, after_runs=True, per_seed=False),
     "minibatch": Measurement(_minibatch, after_runs=True, stage=True),
 }
 

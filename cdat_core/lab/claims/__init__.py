@@ -12,16 +12,17 @@ A claim is declared once, with the runs it needs, by the :func:`claim` decorator
 - :mod:`~cdat_core.lab.claims.base_optimizers`: finding 3 with momentum, Adam, a CNN;
 - :mod:`~cdat_core.lab.claims.simplified_models`: the models of eqs (4)-(10) (``D*``);
 - :mod:`~cdat_core.lab.claims.costs`: the cost of CDAT (``C*``);
-- :mod:`~cdat_core.lab.claims.mini_batch`: the mini-batch study, Section 3.1 (``M*``);
+- :mod:`~cdat_core.lab.claims.cheap_cdat`: cheap curvature estimators, cost and quality (``C7``,
+  ``C8``);
+- :mod:`~cdat_core.lab.claims.mini_batch`: the mini-batch study, Section 3.1 (``M*``).
 
-(cheap-curvature claims get a module of their own). Modules are imported
-below in report order. :func:`evaluate_claims` reads plain data (one seed's ``results``, as
-:mod:`cdat_core.lab.verify` writes them to its JSON report) and returns one :class:`Claim` per
-registered claim; :func:`evaluate_over_seeds` (:mod:`~cdat_core.lab.claims.verdicts`)
-evaluates every claim on every seed and applies the verdict rule (PASS when >= 80 % of the
-seeds hold it, FAIL when <= 20 %, MIXED otherwise). Nothing here runs an experiment, so tests
-can feed synthetic runs in which a claim must fail; :func:`cdat_core.lab.plans.build_plan`
-reads the claims' needs.
+Modules are imported below in report order. :func:`evaluate_claims` reads plain data (one seed's
+``results``, as :mod:`cdat_core.lab.verify` writes them to its JSON report) and returns one
+:class:`Claim` per registered claim; :func:`evaluate_over_seeds`
+(:mod:`~cdat_core.lab.claims.verdicts`) evaluates every claim on every seed and applies the
+verdict rule (PASS when >= 80 % of the seeds hold it, FAIL when <= 20 %, MIXED otherwise).
+Nothing here runs an experiment, so tests can feed synthetic runs in which a claim must fail;
+:func:`cdat_core.lab.plans.build_plan` reads the claims' needs.
 
 Thresholds were fixed from the paper's wording before the runs, and are not tuned to make a
 claim pass (:mod:`~cdat_core.lab.claims.criteria`). The conventions, used everywhere:
@@ -60,6 +61,7 @@ from cdat_core.lab.claims import update_geometry  # isort: skip
 from cdat_core.lab.claims import base_optimizers  # isort: skip
 from cdat_core.lab.claims import simplified_models  # isort: skip
 from cdat_core.lab.claims import costs  # isort: skip
+from cdat_core.lab.claims import cheap_cdat  # isort: skip
 from cdat_core.lab.claims import mini_batch  # isort: skip
 from cdat_core.lab.claims.verdicts import (  # isort: skip
     FAIL_AT,
@@ -86,6 +88,7 @@ __all__ = [
     "ClaimSpec",
     "Verdict",
     "base_optimizers",
+    "cheap_cdat",
     "claim",
     "costs",
     "evaluate_claims",

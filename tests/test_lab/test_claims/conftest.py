@@ -112,6 +112,7 @@ def _gd():
     runs["sharpness σ=3"] = _run(
         "sharpness", {"sigma": 3.0}, lambda s: 0.06, lambda s: 50, 0.2, steps=500
     )
+    _add_cheap(runs, "cdat σ=2")
     selected = {
         "constant": "constant η=0.04",
         "linesearch": "linesearch c=0",
@@ -132,7 +133,31 @@ def _base():
         "cdat σ=1": _run("cdat", {"sigma": 1.0}, lambda s: 0.01, lambda s: 100, 0.2),
         "cdat σ=2": _run("cdat", {"sigma": 2.0}, lambda s: 0.02, lambda s: 100, 0.11),
     }
+    _add_cheap(runs, "cdat σ=2")
     return _experiment(runs, {"constant": "constant η=0.01"})
+
+
+def _add_cheap(runs, exact):
+    """Cheap CDAT runs (claims C7, C8) within 1-2 % of the exact run's final loss."""
+    run = runs[exact]
+    for tuner, factor in (("cdat_lagged", 1.02), ("cdat_every16", 1.01)):
+        runs[f"{tuner} σ=2"] = _run(
+            tuner,
+            {"sigma": 2.0},
+            lambda s, r=run: r["learning_rate"][s],
+            lambda s, r=run: r["sharpness"][s // RECORD - 1],
+            run["final_loss"] * factor,
+            steps=run["num_steps"],
+        )
+
+
+def _cheap_costs(lagged=1.01, every16=1.08):
+    per_problem = {
+        "cdat": {"amortized": 2.2},
+        "cdat_lagged": {"amortized": lagged},
+        "cdat_every16": {"amortized": every16},
+    }
+    return {"problems": {"mlp": per_problem, "cnn": dict(per_problem)}, "base": "gd"}
 
 
 def _models():
@@ -191,7 +216,14 @@ def _ideal():
             "on_edge_random": [0.25, 1.0, 5.0],
             "model_gap_random": [1e-7, 0.0, 2e-7],
         },
-        "experiments": {"gd": _gd(), "momentum": _base(), "adam": _base(), "cnn_gd": _base()},
+        "experiments": {
+            "gd": _gd(),
+            "momentum": _base(),
+            "adam": _base(),
+            "cnn_gd": _base(),
+            "cnn_adam": _base(),
+        },
+        "cheap_costs": _cheap_costs(),
         "models": _models(),
         "costs": {
             "description": "synthetic",
@@ -269,4 +301,5 @@ def synthetic():
         statuses=_statuses,
         module_claims=_module_claims,
         fails_alone=_fails_alone,
+        cheap_costs=_cheap_costs,
     )

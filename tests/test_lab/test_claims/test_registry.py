@@ -51,6 +51,8 @@ REPORT_ORDER = [
     "C4.cdat_step_wall_time",
     "C5.cdat_step_flops",
     "C6.forward_mode_memory",
+    "C7.cheap_cdat_cost",
+    "C8.cheap_cdat_quality",
     "M1.optimal_sigma_grows_with_batch",
     "M2.greedy_beats_on_edge_at_small_batch",
     "M3.ema_smooths_sigma_choice",

@@ -1,0 +1,115 @@
+r"""Cheap CDAT in the main job: the estimators it compares, and their amortized step cost.
+
+The verify job runs CDAT with two cheaper curvature estimators of
+:func:`cdat_core.scale_by_cdat` beside the exact one (claims ``C7`` and ``C8``,
+:mod:`cdat_core.lab.claims.cheap_cdat`), registered as tuners in
+:data:`cdat_core.lab.tuners.TUNERS`:
+
+- ``cdat_lagged``: ``curvature="lagged"``, the parabola of the previous step, built only from
+  values the loop already has (the expected cost is that of a plain step);
+- ``cdat_every16``: ``curvature="exact", every=16``, the exact curvature refreshed every 16
+  updates and its Rayleigh quotient reused in between (issue 15's reference point,
+  :math:`1 + 1.2/16 \approx 1.08` times a plain step).
+
+:data:`ESTIMATORS` lists them from the cheapest expected; :func:`step_costs` counts, with
+XLA (:func:`cdat_core.lab.costs.xla_costs`, compiled and never run), the flops of one step
+of the lab's loop (value and gradient, base direction, tuner, update) on a refresh and on a
+reuse, and the amortized cost :math:`(F_{\text{refresh}} + (k-1) F_{\text{reuse}}) / k`
+against a plain gradient-descent step. A reuse step is counted by closing the optimizer
+state over the step (a constant): XLA folds the refresh test and keeps only the branch taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import optax
+
+from cdat_core.lab import costs
+from cdat_core.lab.tuners import make
+
+__all__ = ["ESTIMATORS", "EVERY", "cheap_costs", "step_costs"]
+
+#: The cheap estimators of the main job (tuner names), cheapest expected first.
+ESTIMATORS = ("cdat_lagged", "cdat_every16")
+#: The refresh period of each (the ``every`` it is built with).
+EVERY = {"cdat_lagged": 1, "cdat_every16": 16}
+
+
+def _step(loss: Callable[..., Any], opt: optax.GradientTransformation) -> Callable[..., Any]:
+    def run(w: Any, state: Any, x: jax.Array, y: jax.Array) -> Any:
+        def fun(p: Any) -> jax.Array:
+            return loss(p, x, y)
+
+        value, grad = jax.value_and_grad(fun)(w)
+        updates, state = opt.update(grad, state, w, value_fn=fun, value=value, grad=grad)
+        return optax.apply_updates(w, updates), state, value
+
+    return run
+
+
+def step_costs(problem: Any, base: str, tuner: str, sigma: float = 2.0) -> dict[str, float]:
+    r"""XLA-counted flops of one step of ``tuner`` on ``base``, against a plain ``base`` step.
+
+    Args:
+      problem: a digits problem (``loss``, ``params``, ``inputs``, ``targets``).
+      base: a name in :data:`cdat_core.lab.bases.BASES`.
+      tuner: ``"cdat"`` (exact) or a name in :data:`ESTIMATORS`.
+      sigma: CDAT's :math:`\sigma` (no effect on the counts).
+
+    Returns:
+      ``plain``, ``refresh`` and ``reuse`` flops, ``every``, and ``amortized``, the ratio
+      :math:`(F_{\text{refresh}} + (k-1) F_{\text{reuse}}) / (k F_{\text{plain}})`.
+
+    Example:
+      >>> from cdat_core.lab import cheap_cdat, problems
+      >>> p = problems.subset(problems.digits_mlp((8,)), 32)
+      >>> exact = cheap_cdat.step_costs(p, "gd", "cdat")
+      >>> lagged = cheap_cdat.step_costs(p, "gd", "cdat_lagged")
+      >>> bool(lagged["amortized"] < exact["amortized"]), exact["every"]
+      (True, 1)
+    """
+    every = EVERY.get(tuner, 1)
+    data = (problem.inputs, problem.targets)
+    params = problem.params
+    plain = make("constant", base)
+    tuned = make(tuner, base, sigma=sigma)
+
+    def flops(fn: Callable[..., Any], *args: Any) -> float:
+        return float(costs.xla_costs(fn, *args).flops)
+
+    f_plain = flops(_step(problem.loss, plain), params, plain.init(params), *data)
+    f_refresh = flops(_step(problem.loss, tuned), params, tuned.init(params), *data)
+    f_reuse = f_refresh
+    if every > 1:
+        # The state after one update (a refresh), closed over: the next update reuses.
+        state = _step(problem.loss, tuned)(params, tuned.init(params), *data)[1]
+        step = _step(problem.loss, tuned)
+        f_reuse = flops(lambda w, x, y: step(w, state, x, y), params, *data)
+    amortized = (f_refresh + (every - 1) * f_reuse) / (every * f_plain)
+    return {
+        "plain": f_plain,
+        "refresh": f_refresh,
+        "reuse": f_reuse,
+        "every": every,
+        "amortized": amortized,
+    }
+
+
+def cheap_costs(problems: Mapping[str, Any], base: str = "gd") -> dict[str, Any]:
+    """:func:`step_costs` of exact CDAT and of every estimator, on each problem.
+
+    Args:
+      problems: description -> problem (e.g. the digits MLP and CNN of the plan).
+      base: the base optimizer.
+
+    Returns:
+      ``{"problems": {description: {tuner: step_costs}}, "estimators": ESTIMATORS}``.
+    """
+    out = {
+        name: {t: step_costs(p, base, t) for t in ("cdat", *ESTIMATORS)}
+        for name, p in problems.items()
+    }
+    return {"problems": out, "estimators": list(ESTIMATORS), "base": base}
