@@ -108,7 +108,9 @@ def _check_cost(costs: Mapping[str, Any], **runs: Run) -> Outcome:
     if not problems:
         return None
     amortized = {t: max(float(c[t]["amortized"]) for c in problems.values()) for t in ESTIMATORS}
-    passing = sorted((t for t in ESTIMATORS if _keeps_quality(ratios[t])), key=amortized.get)
+    passing = sorted(
+        (t for t in ESTIMATORS if _keeps_quality(ratios[t])), key=lambda t: amortized[t]
+    )
     costs_words = ", ".join(f"{t} x{amortized[t]:.3f}" for t in ESTIMATORS)
     exact = max(float(c["cdat"]["amortized"]) for c in problems.values())
     values = {t: amortized[t] for t in ESTIMATORS} | {"cdat": exact}
