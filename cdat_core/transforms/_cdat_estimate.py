@@ -236,6 +236,9 @@ class _Search(NamedTuple):
     hi: jax.Array  # smallest probe above phi(0) or non-finite (inf at first)
     r_hi: jax.Array  # r(hi) when finite
     hi_ok: jax.Array  # phi(hi) was finite
+    scale_lo: jax.Array  # Illinois weights of r_lo and r_hi in the next secant
+    scale_hi: jax.Array
+    side: jax.Array  # which end the last probe replaced: -1 lo, +1 hi, 0 none yet
     t: jax.Array  # next probe
     done: jax.Array
 
@@ -265,15 +268,22 @@ def _forward_edge(
         lo, r_lo = jnp.where(below, c.t, c.lo), jnp.where(below, r, c.r_lo)
         hi, r_hi = jnp.where(below, c.hi, c.t), jnp.where(below, c.r_hi, r)
         hi_ok = jnp.where(below, c.hi_ok, ok)
+        # Illinois (Dowell and Jarratt, 1971): an end kept twice in a row has its r halved,
+        # so regula falsi does not creep towards the root from one side only.
+        side = jnp.where(below, -1, 1).astype(jnp.int32)
+        again = side == c.side
+        scale_lo = jnp.where(below, 1.0, jnp.where(again, 0.5 * c.scale_lo, c.scale_lo))
+        scale_hi = jnp.where(below, jnp.where(again, 0.5 * c.scale_hi, c.scale_hi), 1.0)
+        t = _next_probe(lo, scale_lo * r_lo, hi, scale_hi * r_hi, hi_ok, slope)
         narrow = jnp.isfinite(hi) & (hi - lo <= tol * hi)
-        done = (ok & (jnp.abs(r) <= tol * n)) | narrow
-        t = _next_probe(lo, r_lo, hi, r_hi, hi_ok, slope)
-        return _Search(c.k + 1, lo, r_lo, hi, r_hi, hi_ok, t, done)
+        converged = ok & ((jnp.abs(r) <= tol * n) | (jnp.abs(t - c.t) <= tol * c.t))
+        done = converged | narrow
+        return _Search(c.k + 1, lo, r_lo, hi, r_hi, hi_ok, scale_lo, scale_hi, side, t, done)
 
-    zero, inf = jnp.zeros_like(value), jnp.full_like(value, jnp.inf)
-    start = _Search(
-        jnp.zeros((), jnp.int32), zero, slope, inf, zero, jnp.asarray(False), t0, jnp.asarray(False)
-    )
+    zero, one, inf = jnp.zeros_like(value), jnp.ones_like(value), jnp.full_like(value, jnp.inf)
+    no = jnp.asarray(False)
+    none = jnp.zeros((), jnp.int32)
+    start = _Search(none, zero, slope, inf, zero, no, one, one, none, t0, no)
     c = jax.lax.while_loop(cond, body, start)
     bracketed = jnp.isfinite(c.hi)
     secant = jnp.clip(_secant(c.lo, c.r_lo, c.hi, c.r_hi), c.lo, jnp.where(bracketed, c.hi, c.lo))
@@ -322,7 +332,11 @@ def _next_probe(
     hi_ok: jax.Array,
     slope: jax.Array,
 ) -> jax.Array:
-    """Expand, regula falsi with a bisection safeguard, or shrink from a non-finite top."""
+    """Expand, regula falsi with a bisection safeguard, or shrink from a non-finite top.
+
+    ``r_lo`` and ``r_hi`` come weighted by the Illinois factors; the extrapolation (no top
+    yet) uses ``r_lo`` as is, since ``lo`` was then just replaced (weight 1).
+    """
     bracketed = jnp.isfinite(hi)
     top = jnp.where(bracketed, hi, 2.0 * lo + 1.0)
     middle = lo + 0.5 * (top - lo)

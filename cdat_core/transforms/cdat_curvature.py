@@ -196,9 +196,11 @@ class ForwardEdgeCurvature:
     rises (Cohen et al., 2021). A safeguarded secant search on
     :math:`r(t) = (\phi(t) - \phi(0))/t` (:math:`r(0) = s < 0`, :math:`r(\eta_e) = 0`, and
     :math:`r` is linear for a quadratic :math:`f`): from the probe step, expand (secant
-    extrapolation, at most 4x) until a probe rises or is non-finite, then regula falsi inside
-    the bracket (bisection when the secant point is not in its middle 90%), stopping when
-    :math:`|r(t)| \le \text{rtol}\cdot n` or the bracket is within ``rtol``, after at most
+    extrapolation, at most 4x) until a probe rises or is non-finite, then the Illinois regula
+    falsi (Dowell and Jarratt, 1971) inside the bracket (bisection when the secant point is
+    not in its middle 90%, or shrinking 4x from a non-finite top), stopping when
+    :math:`|r(t)| \le \text{rtol}\cdot n`, the next probe is within ``rtol`` of the last
+    one or the bracket is within ``rtol``, after at most
     ``max_evaluations`` forward passes. The edge is the secant root over the last bracket,
     or, when no probe rose, the root of the parabola through :math:`\phi(0)`, :math:`s` and
     the largest probe (both exact for a quadratic). It is turned into a curvature
