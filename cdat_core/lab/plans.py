@@ -156,6 +156,8 @@ class Plan(NamedTuple):
         overrides it).
       minibatch: the mini-batch study the ``minibatch`` measurement runs
         (:data:`cdat_core.lab.minibatch.STUDIES`; ``None``: none).
+      spectra: measure Hessian spectral densities on the first seed of the experiment
+        :data:`cdat_core.lab.spectra.EXPERIMENT` (see :func:`cdat_core.lab.runner.run_sweep`).
     """
 
     budget: str
@@ -168,6 +170,7 @@ class Plan(NamedTuple):
     measurements: dict[str, str] = {}  # noqa: RUF012 (NamedTuple default, never mutated)
     seeds: int = 5
     minibatch: Study | None = None
+    spectra: bool = False
 
 
 def _pow2(exponents: Sequence[int], name: str = "learning_rate") -> tuple[dict[str, float], ...]:
@@ -267,6 +270,7 @@ def _full_catalog() -> Plan:
         measurements=_EVERY_MEASUREMENT,
         seeds=5,
         minibatch=STUDIES["full"],
+        spectra=True,
     )
 
 

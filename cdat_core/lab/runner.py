@@ -1,22 +1,22 @@
 r"""A plan's experiments over seeds: problems per seed, sweeps as seeds x grid lanes, progress.
 
-For each experiment of a :class:`~cdat_core.lab.plans.Plan` and each seed, :func:`build`
-makes the problem (the seed sets the initial weights; the data is the same for every seed),
-its initial sharpness :math:`\lambda_0` and its PRNG key (:func:`experiment_key`: folded with
-a stable hash of the experiment's *name*, so dropping an experiment from a plan changes no
-other experiment's numbers). :func:`run_sweep` runs one sweep for every seed at once: the
-lanes seeds x grid points go through one compiled program
-(:func:`cdat_core.lab.train.run_lanes`, sharded over the local devices); relative numbers are
-scaled by each seed's :math:`\lambda_0`; the appendix C.3 selection (best mean loss of the
-last 5 iterates) is made per seed, and a seed whose best point is at an end of a power-of-2
-grid gets that grid widened (all such seeds in one call). Lanes go a seed count at a time
-(:func:`~cdat_core.lab.train.run_lanes`'s ``lanes_per_call``), so each tuner of an
-experiment, grid and widenings alike, is one compiled program. On the first seed of the
-experiment :data:`cdat_core.lab.spectra.EXPERIMENT`, the Hessian spectral density is measured at
+For each experiment of a :class:`~cdat_core.lab.plans.Plan` and each seed, :func:`build` makes
+the problem (the seed sets the initial weights; the data is the same for every seed), its
+initial sharpness :math:`\lambda_0` and its PRNG key (:func:`experiment_key`: folded with a
+stable hash of the experiment's *name*, so dropping an experiment from a plan changes no other
+experiment's numbers). :func:`run_sweep` runs one sweep for every seed at once: the lanes seeds
+x grid points go through one compiled program (:func:`cdat_core.lab.train.run_lanes`, sharded
+over the local devices); relative numbers are scaled by each seed's :math:`\lambda_0`; the
+appendix C.3 selection (best mean loss of the last 5 iterates) is made per seed, and a seed
+whose best point is at an end of a power-of-2 grid gets that grid widened (all such seeds in one
+call). Lanes go a seed count at a time (:func:`~cdat_core.lab.train.run_lanes`'s
+``lanes_per_call``), so each tuner of an experiment, grid and widenings alike, is one compiled
+program. With ``plan.spectra`` (the full budget), on the first seed of the experiment
+:data:`cdat_core.lab.spectra.EXPERIMENT`, the Hessian spectral density is measured at
 :math:`w_0` (``spectrum_start``) and at the end of the tuned constant, σ=1 and σ=2 CDAT runs
-(their ``spectrum_end``). :class:`Progress` drives a
-tqdm bar on a terminal and prints timestamped lines (stage, lane-steps done/total, ETA) that
-a log file can read: per stage, and at least every 30 s within one when there is no bar.
+(their ``spectrum_end``). :class:`Progress` drives a tqdm bar on a terminal and prints
+timestamped lines (stage, lane-steps done/total, ETA) that a log file can read: per stage, and
+at least every 30 s within one when there is no bar.
 """
 
 from __future__ import annotations
@@ -343,7 +343,7 @@ def run_sweep(
             lab = spec.run_label(numbers)
             if lab in exp["runs"]:
                 exp["selected"][name] = lab
-    if sweep.experiment == spectra.EXPERIMENT and exps:
+    if plan.spectra and sweep.experiment == spectra.EXPERIMENT and exps:
         _spectra(sweep, built, exps[0], hps[0], runs[0], best[0])
 
 

@@ -50,7 +50,7 @@ def test_densities_at_the_start_and_at_the_end_of_the_tuned_constant_and_cdat_1_
         ),
     )
     experiments = {"gd": plans.ExperimentSpec("least_squares", (4,), 64, "gd")}
-    plan = plans.Plan("spectra", experiments, sweeps, 10, 4, 1, 1, {}, seeds=2)
+    plan = plans.Plan("spectra", experiments, sweeps, 10, 4, 1, 1, {}, seeds=2, spectra=True)
     report = verify.run_verify(plan, tmp_path, seed=0, seeds=2, progress=False)
     first = verify.seed_results(report["results"], 0)["experiments"]["gd"]
     second = verify.seed_results(report["results"], 1)["experiments"]["gd"]
@@ -86,3 +86,7 @@ def test_the_density_is_deterministic_given_the_key():
     a = spectra.density(loss, problem.params, data, jax.random.key(1))
     b = spectra.density(loss, problem.params, data, jax.random.key(1))
     assert a == b
+
+
+def test_only_the_full_budget_measures_spectra():
+    assert plans.CATALOGS["full"]().spectra and not plans.CATALOGS["quick"]().spectra
