@@ -12,7 +12,7 @@ import optax
 import pytest
 
 import cdat_core as cc
-from cdat_core.lab import claims, minibatch, plans, verify
+from cdat_core.lab import claims, compile_cache, minibatch, plans, verify
 from cdat_core.lab import minibatch_kernels as mk
 from cdat_core.testing import MLP
 
@@ -175,12 +175,16 @@ def test_the_split_is_fixed_and_disjoint():
 
 @pytest.fixture(scope="module")
 def study_runs():
-    return minibatch.run_study(TINY, [0, 1]), minibatch.run_study(TINY, [0, 1])
+    first = minibatch.run_study(TINY, [0, 1])
+    before = compile_cache.counts()["programs"]
+    second = minibatch.run_study(TINY, [0, 1])
+    return first, second, compile_cache.counts()["programs"] - before
 
 
 def test_the_study_is_the_same_on_a_rerun_and_selects_the_best_end_loss(study_runs):
-    first, second = study_runs
+    first, second, compiled = study_runs
     assert first == second
+    assert compiled == 0  # every program of the study compiles once per process
     for seed_out in first:
         assert seed_out["batch_sizes"] == [8, 16]
         for b in ("8", "16"):
