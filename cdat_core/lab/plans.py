@@ -16,7 +16,7 @@ Budgets (measured on 2 shared CPU cores; see ``cdat-core verify --help``):
   linesearch grid (:math:`c \in \{10^{-4}, 0.5\}`, :math:`c_- = 0.8`, :math:`c_+ = 4`), CDAT
   :math:`\sigma \in \{1, 1.9375, 2, 2.0625, 2.5\}`, Polyak (:math:`\eta_{\max} \in \{1,
   100\}`), hyper-gradient (:math:`\beta \in \{10^{-2}, 10^{-1}, 1\}`) and warm-up + cosine
-  (peak :math:`\{2^i/\lambda_0\}_{i=2}^{4}`); 250 steps for the exact-sharpness rule
+  (peak :math:`\{2^i/\lambda_0\}_{i=2}^{4}`); 500 steps for the exact-sharpness rule
   (:math:`\sigma \in \{2, 3\}`, 5 Lanczos steps per update). GD with momentum and Adam:
   500 steps, a constant grid (:math:`\{2^i/\lambda_0\}_{i=1}^{3}`; Adam
   :math:`\{4, 8, 16\} \cdot 10^{-3}`) and CDAT :math:`\sigma \in \{1, 2, 2.0625\}` (EMA 0.9
@@ -226,7 +226,7 @@ def _full_catalog() -> Plan:
             "gd",
             "sharpness",
             ({"sigma": 2.0}, {"sigma": 3.0}),
-            250,
+            500,
             static=(("num_iters", 5),),
             select=False,
         ),
