@@ -7,15 +7,15 @@ names the way out as future work: "parabolic approximations as done by Mutschler
 [2020], or [computing the edge] at given intervals as done by Liu et al. [2023]". This
 module holds those estimators, one frozen dataclass each (strings name the defaults):
 
-=========================  ===============================================  ===============
-``curvature=``             estimate of :math:`d`, with :math:`\phi(t) = f(w + t u)`  cost / refresh
-=========================  ===============================================  ===============
-``"exact"``                :math:`\phi''(0)`, forward over forward          a JVP of a JVP
-``"parabolic"``            :math:`2(\phi(h) - \phi(0) - s h)/h^2`           one forward
-``"lagged"``               the parabola of the previous step                 none
-``GaussNewtonCurvature``   :math:`u^\top J^\top \nabla^2\ell J u`           a JVP of predict
-``"forward_edge"``         :math:`2 n / \eta_e`, :math:`\phi(\eta_e) = \phi(0)`  <= K forwards
-=========================  ===============================================  ===============
+========================  ========================================================  ================
+``curvature=``            estimate of :math:`d`, with :math:`\phi(t) = f(w + t u)`  cost / refresh
+========================  ========================================================  ================
+``"exact"``               :math:`\phi''(0)`, forward over forward                   a JVP of a JVP
+``"parabolic"``           :math:`2(\phi(h) - \phi(0) - s h)/h^2`                    one forward
+``"lagged"``              the parabola of the previous step                         none
+``GaussNewtonCurvature``  :math:`u^\top J^\top \nabla^2\ell J u`                    a JVP of predict
+``"forward_edge"``        :math:`2 n / \eta_e`, :math:`\phi(\eta_e) = \phi(0)`      <= K forwards
+========================  ========================================================  ================
 
 *Value and slope.* The cheap estimators need :math:`f(w)` and :math:`s`. Pass them as the
 extra arguments ``value=`` and ``grad=`` (from the ``jax.value_and_grad`` your loop makes for
