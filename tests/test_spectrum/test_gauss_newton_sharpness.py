@@ -52,11 +52,13 @@ def _runner(loss):
     return jax.jit(run)
 
 
-RUN = {_squared: _runner(_squared), _cross_entropy: _runner(_cross_entropy)}
+RUN = {_cross_entropy: _runner(_cross_entropy)}
 
 
-@pytest.mark.parametrize("loss", [_squared, _cross_entropy], ids=["squared", "cross_entropy"])
-def test_top_eigenvalues_equal_the_dense_gauss_newton_matrix(loss):
+def test_top_eigenvalues_equal_the_dense_gauss_newton_matrix():
+    # Softmax cross-entropy: a loss Hessian that couples the outputs (squared losses are
+    # checked in the doctest, a linear model, and in test_sharding, against closed forms).
+    loss = _cross_entropy
     ones = jax.tree.map(jnp.ones_like, MLP.params)
     run = RUN[loss]
     res = run(MLP.params, MLP.inputs, jax.random.key(0), ones)
@@ -76,10 +78,10 @@ def test_top_eigenvalues_equal_the_dense_gauss_newton_matrix(loss):
 
 def test_compiles_once():
     ones = jax.tree.map(jnp.ones_like, MLP.params)
-    RUN[_squared](MLP.params, MLP.inputs, jax.random.key(0), ones)
+    RUN[_cross_entropy](MLP.params, MLP.inputs, jax.random.key(0), ones)
     count = len(TRACES)
     moved = jax.tree.map(lambda w: 0.5 * w, MLP.params)
-    res = RUN[_squared](moved, 2.0 * MLP.inputs, jax.random.key(4), ones)
+    res = RUN[_cross_entropy](moved, 2.0 * MLP.inputs, jax.random.key(4), ones)
     assert count >= 1 and len(TRACES) == count and bool(res.converged)
 
 
