@@ -15,10 +15,12 @@ the program holds no sort), cut into ``num_train // batch_size`` mini-batches. E
 :func:`probe_program` is the backtracking linesearch (:func:`cdat_core.backtracking_linesearch`)
 along the negative gradient of a weighted loss, one lane per (iterate, weights): weights
 :math:`1/B` on a mini-batch of size :math:`B` give the mini-batch search, weights
-:math:`1/N` on every example the full-batch one, so every batch size is one program.
+:math:`1/N` on every example the full-batch one; mini-batches are padded with zero weights
+to the largest batch size, so every batch size's search is one program (and the full-batch
+search another: one compilation per padded width).
 
 The lanes are mapped with ``vmap`` and their axis is sharded over every local device
-(:func:`cdat_core.lab.train` kernels' mesh), as in the rest of the lab.
+(the mesh of :func:`cdat_core.lab.train.run_lanes`), as in the rest of the lab.
 """
 
 from __future__ import annotations
