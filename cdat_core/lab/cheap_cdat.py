@@ -15,8 +15,13 @@ The verify job runs CDAT with two cheaper curvature estimators of
 XLA (:func:`cdat_core.lab.costs.xla_costs`, compiled and never run), the flops of one step
 of the lab's loop (value and gradient, base direction, tuner, update) on a refresh and on a
 reuse, and the amortized cost :math:`(F_{\text{refresh}} + (k-1) F_{\text{reuse}}) / k`
-against a plain gradient-descent step. A reuse step is counted by closing the optimizer
-state over the step (a constant): XLA folds the refresh test and keeps only the branch taken.
+against a plain gradient-descent step. Each is counted with the optimizer state closed over the
+step (a constant), so that XLA folds the refresh test (and the lagged estimator's test for a
+previous step) and keeps only the branch taken: a refresh is the first update's, a reuse the
+second's, and with ``every=1`` the second update's is the steady-state cost (the lagged
+parabola probes with one forward pass only at the first update, when there is no previous
+step). Counting the step with its state as an argument would count the dearer branch of each
+``lax.cond``.
 """
 
 from __future__ import annotations
@@ -81,13 +86,18 @@ def step_costs(problem: Any, base: str, tuner: str, sigma: float = 2.0) -> dict[
         return float(costs.xla_costs(fn, *args).flops)
 
     f_plain = flops(_step(problem.loss, plain), params, plain.init(params), *data)
-    f_refresh = flops(_step(problem.loss, tuned), params, tuned.init(params), *data)
-    f_reuse = f_refresh
-    if every > 1:
-        # The state after one update (a refresh), closed over: the next update reuses.
-        state = _step(problem.loss, tuned)(params, tuned.init(params), *data)[1]
-        step = _step(problem.loss, tuned)
-        f_reuse = flops(lambda w, x, y: step(w, state, x, y), params, *data)
+    step = _step(problem.loss, tuned)
+
+    def closed_over(state: Any) -> float:
+        # the state a constant: XLA folds the refresh (and lag) tests, keeping the branch taken
+        return flops(lambda w, x, y: step(w, state, x, y), params, *data)
+
+    first = tuned.init(params)
+    after_one = step(params, first, *data)[1]
+    # every = 1: the steady-state update (the lagged parabola has the previous step's values);
+    # every = k: the update after one is a reuse, the first one a refresh.
+    f_refresh = closed_over(after_one if every == 1 else first)
+    f_reuse = closed_over(after_one)
     amortized = (f_refresh + (every - 1) * f_reuse) / (every * f_plain)
     return {
         "plain": f_plain,
