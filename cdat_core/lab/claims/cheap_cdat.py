@@ -132,7 +132,12 @@ claim(
     "plain GD step in amortized flops on the digits MLP and CNN (issue 15).",
     criterion=f"amortized step flops ≤ {COST} x plain GD's on both, for the cheapest estimator "
     "passing C8's test on this seed",
-    needs={"costs": needs.measured("cheap_costs", experiment="gd"), **NEEDS},
+    needs={
+        "costs": needs.measured(
+            "cheap_costs", experiment="gd", about="XLA step flops on the digits MLP and CNN"
+        ),
+        **NEEDS,
+    },
     budgets=FULL_ONLY,
 )(_taking(["costs", *NEEDS], _check_cost))
 
