@@ -74,9 +74,6 @@ def plot_runs(
       >>> out.stat().st_size > 0
       True
     """
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     panels = (
         ("Train loss", "step", "loss", True),
         ("Learning rate η", "step", "learning_rate", True),
@@ -84,7 +81,7 @@ def plot_runs(
         ("η·λ_max", "record_step", "eos", False),
         ("Gradient norm", "step", "grad_norm", True),
     )
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4))
+    plt, fig, axes, path = _new_figure(path, len(panels), (4.0 * len(panels), 3.4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, run) in enumerate(runs.items()):
         color = colors[i % len(colors)]
@@ -111,13 +108,28 @@ def plot_runs(
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[3].axhline(edge, color="k", ls="--", lw=0.8)
+    return _finish(plt, fig, axes, path, title, top=0.95)
+
+
+def _new_figure(path: str | Path, panels: int, size: tuple[float, float]) -> tuple[Any, ...]:
+    """(pyplot, figure, axes, path) for ``panels`` panels side by side; the folder is made."""
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, panels, figsize=size)
+    return plt, fig, axes, path
+
+
+def _finish(plt: Any, fig: Any, axes: Any, path: str | Path, title: str, *, top: float) -> Path:
+    """One legend below the panels (the first panel's labels), the title, save, close."""
+    path = Path(path)
     handles, labels = axes[0].get_legend_handles_labels()
     if not handles:
         handles, labels = axes[1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(6, max(1, len(labels))), frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.1, 1, 0.95 if title else 1))
+    fig.tight_layout(rect=(0, 0.1, 1, top if title else 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from cdat_core.lab.plots import _pyplot
+from cdat_core.lab.plots import _finish, _new_figure
 
 __all__ = ["plot_spectra", "plot_update_geometry"]
 
@@ -54,10 +54,7 @@ def plot_update_geometry(
       >>> out.stat().st_size > 0
       True
     """
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.6))
+    plt, fig, axes, path = _new_figure(path, 3, (13.0, 3.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, run) in enumerate(runs.items()):
         color = colors[i % len(colors)]
@@ -83,16 +80,7 @@ def plot_update_geometry(
     for ax in axes:
         ax.set_xlabel("Step")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if not handles:
-        handles, labels = axes[1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, max(1, len(labels))), frameon=False)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.1, 1, 0.93 if title else 1))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, axes, path, title, top=0.93)
 
 
 def plot_spectra(
@@ -122,10 +110,8 @@ def plot_spectra(
       >>> out.stat().st_size > 0
       True
     """
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(11.0, 3.6), sharey=True)
+    plt, fig, axes, path = _new_figure(path, 2, (11.0, 3.6))
+    axes[1].sharey(axes[0])
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     curves = [(axes[0], "w_0", start, "k")] + [
         (axes[1], label, d, colors[i % len(colors)]) for i, (label, d) in enumerate(ends.items())
@@ -148,4 +134,4 @@ def plot_spectra(
     fig.tight_layout(rect=(0, 0, 1, 0.93 if title else 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    return path
+    return Path(path)
