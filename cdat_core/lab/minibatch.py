@@ -35,8 +35,8 @@ import functools
 import math
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, NamedTuple, cast
+from concurrent.futures import Future
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -232,16 +232,6 @@ def lane_steps(study: Study, num_seeds: int) -> int:
     return total
 
 
-def _pad(n: int) -> int:
-    devices = len(jax.local_devices())
-    return -(-n // devices) * devices
-
-
-def _stack(trees: list[PyTree], size: int) -> PyTree:
-    trees = trees + [trees[-1]] * (size - len(trees))
-    return _kernels.put_lanes(_kernels.stack_lanes(trees))
-
-
 def _end_loss(train_loss: np.ndarray, last: int) -> float:
     value = float(np.mean(train_loss[-last:]))
     return value if math.isfinite(value) else math.inf
@@ -263,37 +253,26 @@ def _lanes(study: Study, batch_size: int, kind: str, num_seeds: int) -> list[tup
     return [(s, point) for s in range(num_seeds) for point in _grids(study, batch_size)[kind]]
 
 
-#: XLA options of the study's programs: LLVM at -O1 instead of -O2 cut the quick study's
-#: compile time from 21.7 s to 12.7 s of CPU (9 programs) and left the run time unchanged
-#: (1.6 s vs 1.3 s): these programs are small loops whose time goes to compiling them.
-COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
-
-_POOL: list[ThreadPoolExecutor] = []
-_EXECUTABLES: dict[tuple[Any, ...], Future[Any]] = {}
-
-
 def _compile_all(
     study: Study, seeds: Sequence[int], starts: list[PyTree], shared: Any
 ) -> dict[tuple[int, str], tuple[list[tuple[int, Any]], Future[Any], tuple[Any, ...]]]:
     """Every (batch size, kind) program's lanes, executable (a future) and arguments.
 
-    The programs are traced here, in order, and compiled on two worker threads (XLA's
-    compiler releases the GIL and uses one core), so that later programs compile while
-    earlier ones run. Executables are kept for the process, by program and shapes.
+    The programs are traced here, in order, and compiled on two worker threads
+    (:func:`cdat_core.lab.minibatch_kernels.compile_async`), so that later programs
+    compile while earlier ones run.
     """
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="minibatch-compile"))
     calls = {}
     for b in study.batch_sizes:
         orders = np.stack([data_order(s, study.num_epochs, study.num_train, b) for s in seeds])
         orders_on_devices = _kernels.put_replicated(orders.astype(np.int32))
         for kind, names in kernels.KINDS.items():
             lanes = _lanes(study, b, kind, len(seeds))
-            size = _pad(len(lanes))
+            size = kernels.pad_lanes(len(lanes))
             numbers = [p[2] for _, p in lanes] + [lanes[-1][1][2]] * (size - len(lanes))
             seed_index = [s for s, _ in lanes] + [lanes[-1][0]] * (size - len(lanes))
             args = (
-                _stack([starts[s] for s, _ in lanes], size),
+                kernels.stack_padded([starts[s] for s, _ in lanes], size),
                 _kernels.put_lanes(
                     {n: np.asarray([x[n] for x in numbers], np.float32) for n in names}
                 ),
@@ -315,10 +294,7 @@ def _compile_all(
                 tuple(study.hidden),
                 tuple(jax.local_devices()),
             )
-            if key not in _EXECUTABLES:
-                lowered = cast(Any, program).lower(*args)
-                _EXECUTABLES[key] = _POOL[0].submit(lowered.compile, COMPILER_OPTIONS)
-            calls[b, kind] = (lanes, _EXECUTABLES[key], args)
+            calls[b, kind] = (lanes, kernels.compile_async(key, program, *args), args)
     return calls
 
 
@@ -430,43 +406,31 @@ def _probe(
     """The linesearch on mini-batches vs on the training split, at the same iterates."""
     x, y = np.asarray(data[0]), np.asarray(data[1])
     n, largest = study.num_train, max(study.batch_sizes)
-    program = kernels.probe_program(study.probe_max_steps)
-    numbers = {
-        "initial_learning_rate": study.probe_initial_learning_rate,
-        "c": 1e-4,
-        "decrease_factor": 0.8,
-    }
     mini: list[tuple[int, int, np.ndarray]] = []  # (seed index, batch size, example indices)
     for s, seed in enumerate(seeds):
         for b in study.batch_sizes:
             rng = np.random.default_rng([_STREAM, seed, study.num_epochs, b])
             mini.extend((s, b, rng.permutation(n)[:b]) for _ in range(study.probe_batches))
     full = [(s, b) for s in range(len(seeds)) for b in study.batch_sizes]
-
-    def call(params: list[PyTree], idx: list[np.ndarray], width: int) -> Any:
-        size = _pad(len(params))
-        weights = np.zeros((size, width), np.float32)
-        gather = np.zeros((size, width), np.int64)
-        for i in range(size):
-            j = idx[min(i, len(idx) - 1)]
-            gather[i, : len(j)] = j
-            weights[i, : len(j)] = 1.0 / len(j)
-        args = (
-            _stack(params, size),
-            _kernels.put_lanes(x[gather]),
-            _kernels.put_lanes(y[gather]),
-            _kernels.put_lanes(weights),
-            numbers,
-        )
-        key = ("probe", study.probe_max_steps, size, width, tuple(study.hidden))
-        if key not in _EXECUTABLES:
-            lowered = cast(Any, program).lower(*args)
-            _EXECUTABLES[key] = _POOL[0].submit(lowered.compile, COMPILER_OPTIONS)
-        eta, accepted = _EXECUTABLES[key].result()(*args)
-        return np.asarray(eta)[: len(params)], np.asarray(accepted)[: len(params)]
-
-    eta_mini, _ = call([iterates[b][s] for s, b, _ in mini], [i for _, _, i in mini], largest)
-    eta_full, _ = call([iterates[b][s] for s, b in full], [np.arange(n)] * len(full), n)
+    eta0, steps = study.probe_initial_learning_rate, study.probe_max_steps
+    eta_mini = kernels.run_probe(
+        [iterates[b][s] for s, b, _ in mini],
+        [i for _, _, i in mini],
+        largest,
+        x,
+        y,
+        initial_learning_rate=eta0,
+        max_steps=steps,
+    )
+    eta_full = kernels.run_probe(
+        [iterates[b][s] for s, b in full],
+        [np.arange(n)] * len(full),
+        n,
+        x,
+        y,
+        initial_learning_rate=eta0,
+        max_steps=steps,
+    )
     first = study.probe_initial_learning_rate
     for (s, b), eta in zip(full, eta_full, strict=True):
         batch = [
