@@ -78,8 +78,13 @@ def estimate(
     updates: PyTree,
     state: Any,
     extra_args: dict[str, Any],
+    early: bool = False,
 ) -> Estimate:
-    """Value, slope and curvature at this update, refreshed or reused as ``every`` says."""
+    """Value, slope and curvature at this update, refreshed or reused as ``every`` says.
+
+    With ``early``, a reuse becomes a refresh when the lagged parabola of the last update
+    shows more curvature than the quotient about to be reused (:func:`_rose`).
+    """
     dtype = state.numerator.dtype
     usq = _tree.sq_norm(updates).astype(dtype)
     no_probe = jnp.zeros((), jnp.int32)
@@ -94,9 +99,13 @@ def estimate(
 
     given = _given_value_and_slope(extra_args, params, updates, dtype)
     needs_value = not isinstance(estimator, ExactCurvature | GaussNewtonCurvature)
-    if given is None and needs_value:
+    if given is None and (needs_value or (early and refresh is not True)):
         v0, s0 = cast(*jax.jvp(fun, (params,), (updates,)))
         given = (v0, s0)
+
+    if early and refresh is not True:
+        assert given is not None
+        refresh = _rose(given[0], state) if refresh is False else refresh | _rose(given[0], state)
 
     def reuse() -> tuple[jax.Array, ...]:
         v, s = given if given is not None else cast(*jax.jvp(fun, (params,), (updates,)))
@@ -177,6 +186,11 @@ def _lag_available(state: Any) -> Any:
     eta, usq = state.learning_rate, state.direction_sq_norm
     known = jnp.isfinite(state.value) & jnp.isfinite(state.slope)
     return state.finite & known & jnp.isfinite(eta) & (eta > 0) & (usq > 0)
+
+
+def _rose(value: jax.Array, state: Any) -> jax.Array:
+    """Whether the last update's lagged quotient exceeds the quotient in use (stale curvature)."""
+    return _lag_available(state) & (_lagged_quotient(value, state) > state.quotient)
 
 
 def _quotient(d: jax.Array, usq: jax.Array) -> jax.Array:

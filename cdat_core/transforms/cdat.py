@@ -95,6 +95,7 @@ def scale_by_cdat(
     has_aux: bool = False,
     curvature: Any = "exact",
     every: int = 1,
+    early_refresh: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scale the direction by the CDAT learning rate, eq (8) of Roulet et al. (2024).
 
@@ -190,6 +191,9 @@ def scale_by_cdat(
       every: :math:`k \ge 1`, refresh the curvature every :math:`k` updates (a Python int;
         with ``optax.inject_hyperparams`` name it in ``static_args`` to keep ``every=1``
         free of the ``lax.cond``).
+      early_refresh: a Python bool: with ``every > 1``, also refresh when the last update's
+        loss change shows more curvature than the reused quotient (free; see
+        :mod:`cdat_core.transforms.cdat_curvature`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state :class:`ScaleByCdatState`.
@@ -234,6 +238,8 @@ def scale_by_cdat(
     has_aux = _check_has_aux(name, has_aux)
     estimator = resolve_curvature(curvature, name)
     check_every(every, name)
+    if not isinstance(early_refresh, bool):
+        raise ValueError(f"{name}: early_refresh must be True or False, got {early_refresh!r}.")
     _check_hyperparameter(name, "sigma", sigma)
     _check_hyperparameter(name, "ema_decay", ema_decay, below=1.0)
     _check_hyperparameter(name, "eps", eps)
@@ -281,7 +287,9 @@ def scale_by_cdat(
         params, updates = _check_params(params, updates, name)
         fun = _cdat_estimate.objective(estimator, value_fn, extra_args, name, has_aux)
         dtype = state.numerator.dtype
-        est = _cdat_estimate.estimate(estimator, every, fun, params, updates, state, extra_args)
+        est = _cdat_estimate.estimate(
+            estimator, every, fun, params, updates, state, extra_args, early_refresh
+        )
         value, slope, curvature = est.value, est.slope, est.curvature
         sigma_, beta, eps_, max_lr = (
             jnp.asarray(x).astype(dtype) for x in (sigma, ema_decay, eps, max_learning_rate)
@@ -412,8 +420,8 @@ def cdat(
         Adam's preconditioned momentum direction).
       sigma: :math:`\sigma` of eq (8).
       **kwargs: ``ema_decay``, ``eps``, ``max_learning_rate``, ``max_rise``,
-        ``backtrack_factor``, ``max_backtracks``, ``has_aux``, ``curvature``, ``every`` of
-        :func:`scale_by_cdat`. With Adam or
+        ``backtrack_factor``, ``max_backtracks``, ``has_aux``, ``curvature``, ``every``,
+        ``early_refresh`` of :func:`scale_by_cdat`. With Adam or
         RMSProp directions use the loss check, ``max_rise=1.0`` (see :func:`scale_by_cdat`).
 
     Returns:
