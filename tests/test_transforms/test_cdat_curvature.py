@@ -8,6 +8,8 @@ u^T J^T J u / N from a dense Jacobian. every=k: the Rayleigh quotient of the las
 reused, and the objective is evaluated only at refreshes (counted at run time).
 """
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,6 +49,11 @@ def _step(opt, loss, w, state, **kw):
     return optax.apply_updates(w, updates), state
 
 
+def _stepper(opt, loss):
+    """``_step`` jitted once, for the loops (eagerly, every while_loop would recompile)."""
+    return jax.jit(lambda w, state: _step(opt, loss, w, state))
+
+
 @pytest.mark.parametrize("curvature", ["parabolic", "forward_edge", "gauss_newton"])
 @pytest.mark.parametrize("previous", [None, 0.05, 3.0])
 def test_estimate_is_u_A_u_on_a_quadratic(curvature, previous):
@@ -69,10 +76,11 @@ def test_lagged_is_the_previous_directions_curvature_on_a_quadratic():
     A, b, w, loss = _quadratic(seed=4)
     opt = cc.cdat(optax.sgd(1.0), sigma=1.5, curvature="lagged")
     state = opt.init(w)
+    step = _stepper(opt, loss)
     previous = None
     for t in range(4):
         g = A @ w + b
-        w_next, state = _step(opt, loss, w, state)
+        w_next, state = step(w, state)
         inner = state[1]
         if t == 0:  # no previous step: the parabolic probe, exact on a quadratic
             np.testing.assert_allclose(inner.curvature, g @ A @ g, rtol=1e-10)
@@ -94,9 +102,10 @@ def test_lagged_equals_exact_when_directions_are_parallel():
     opt = cc.cdat(optax.sgd(1.0), sigma=1.2, curvature="lagged")
     w = jnp.array([0.3, 0.1, -0.4])
     state = opt.init(w)
+    step = _stepper(opt, loss)
     for _ in range(3):
         g = 3.0 * w + b
-        w, state = _step(opt, loss, w, state)
+        w, state = step(w, state)
         np.testing.assert_allclose(state[1].curvature, 3.0 * (g @ g), rtol=1e-10)
 
 
@@ -181,8 +190,9 @@ def test_every_one_refreshes_at_every_update(curvature):
     _A, _b, w, loss = _quadratic(seed=7)
     opt = cc.cdat(optax.sgd(1.0), sigma=1.0, curvature=curvature, every=1)
     state = opt.init(w)
+    step = _stepper(opt, loss)
     for t in range(3):
-        w, state = _step(opt, loss, w, state)
+        w, state = step(w, state)
         assert int(state[1].num_refreshes) == t + 1 and int(state[1].since_refresh) == 1
 
 
@@ -204,10 +214,11 @@ def test_every_k_reuses_the_last_rayleigh_quotient(curvature):
     A, b, w, loss = _quadratic(seed=9)
     opt = cc.cdat(optax.sgd(1.0), sigma=1.0, curvature=curvature, every=3)
     state = opt.init(w)
+    step = _stepper(opt, loss)
     quotient = None
     for t in range(7):
         g = A @ w + b
-        w, state = _step(opt, loss, w, state)
+        w, state = step(w, state)
         inner = state[1]
         if t % 3 == 0:  # refreshed at updates 0, 3, 6
             quotient = (g @ A @ g) / (g @ g)
@@ -251,3 +262,30 @@ def test_objective_runs_only_at_refreshes(curvature, every, expected):
     jax.effects_barrier()
     assert len(runs) == expected
     assert int(state[1].num_refreshes) == {1: 8, 4: 2}[every]
+
+
+def test_early_refresh_when_the_last_update_raised_the_loss():
+    """sigma = 2 without EMA: the lagged quotient exceeds the reused one exactly when the last
+    update raised the loss, so early_refresh refreshes then and only then."""
+    _A, _b, w, loss = _quadratic(seed=11)
+    opt = cc.cdat(optax.sgd(1.0), sigma=2.0, curvature="exact", every=100, early_refresh=True)
+    state = opt.init(w)
+    step = _stepper(opt, loss)
+    values, refreshed = [], []
+    for _ in range(12):
+        values.append(float(loss(w)))
+        before = int(state[1].num_refreshes)
+        w, state = step(w, state)
+        refreshed.append(int(state[1].num_refreshes) > before)
+    assert refreshed[0]
+    # After a refresh the step lands on the quadratic's edge: f changes by rounding only.
+    changes = [(b - a) / abs(a) for a, b in itertools.pairwise(values)]
+    clear = [(r, c) for r, c in zip(refreshed[1:], changes, strict=True) if abs(c) > 1e-9]
+    assert all(r == (c > 0) for r, c in clear), (refreshed, changes)
+    assert sum(r for r, _ in clear) > 0 and 0 < sum(refreshed[1:]) < 11  # some reused
+    late = cc.cdat(optax.sgd(1.0), sigma=2.0, curvature="exact", every=100)
+    p, s = _quadratic(seed=11)[2], late.init(w)
+    late_step = _stepper(late, loss)
+    for _ in range(12):
+        p, s = late_step(p, s)
+    assert int(s[1].num_refreshes) == 1  # without it: the first update only

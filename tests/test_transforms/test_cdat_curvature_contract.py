@@ -75,6 +75,11 @@ def test_bad_estimator_settings_are_value_errors_naming_them(build, field):
         build()
 
 
+def test_early_refresh_must_be_a_bool():
+    with pytest.raises(ValueError, match="early_refresh"):
+        cc.scale_by_cdat(every=4, early_refresh=1)
+
+
 def test_gauss_newton_needs_callables():
     with pytest.raises(TypeError, match="predict"):
         cc.GaussNewtonCurvature(1.0, _loss)
