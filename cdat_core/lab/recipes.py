@@ -285,9 +285,11 @@ def _train_lanes(
     stacked = _kernels.put_lanes(_kernels.stack_lanes([params[i] for i in pad]))
     keys = _kernels.put_lanes(_kernels.stack_keys([jax.random.key(0)] * len(pad)))
     init, chunk = _kernels.compiled(p.loss, make, steps, None)
-    carry = (stacked, init(stacked, hp), _kernels.put_lanes(np.zeros(len(pad), np.int32)))
+    zeros = _kernels.put_lanes(np.zeros(len(pad), np.int32))
+    # (params, state, step, previous update): the chunk also records successive-update cosines
+    carry = (stacked, init(stacked, hp), zeros, jax.tree.map(jnp.zeros_like, stacked))
     data = _kernels.put_replicated((p.inputs, p.targets))
-    (final, _, _), (losses, rates, _, internals) = jax.device_get(chunk(carry, hp, data, keys))
+    (final, *_), (losses, rates, _, internals, _) = jax.device_get(chunk(carry, hp, data, keys))
     backtracks = internals.get("num_backtracks", np.zeros_like(losses))
     lanes = [jax.tree.map(lambda x, i=i: x[i], final) for i in range(n)]
     return losses[:n], rates[:n], np.asarray(backtracks)[:n], lanes
