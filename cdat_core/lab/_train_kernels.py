@@ -291,9 +291,7 @@ def measure_fn(
             gap = _instant_gap(fun, params, value).astype(dtype)
         return value, sharpness, result.converged, result.eigenvectors, alignment, gap
 
-    return over_lanes(
-        measure, (0, 0 if preconditioned else None, 0, None, 0), sequential=True
-    )
+    return over_lanes(measure, (0, 0 if preconditioned else None, 0, None, 0), sequential=True)
 
 
 def _instant_gap(fun: Callable[[PyTree], jax.Array], params: PyTree, value: jax.Array) -> Any:
