@@ -108,7 +108,7 @@ def plot_runs(
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[3].axhline(edge, color="k", ls="--", lw=0.8)
-    return _finish(plt, fig, axes, path, title, top=0.95)
+    return _finish(plt, fig, axes, path, title)
 
 
 def _new_figure(path: str | Path, panels: int, size: tuple[float, float]) -> tuple[Any, ...]:
@@ -120,7 +120,7 @@ def _new_figure(path: str | Path, panels: int, size: tuple[float, float]) -> tup
     return plt, fig, axes, path
 
 
-def _finish(plt: Any, fig: Any, axes: Any, path: str | Path, title: str, *, top: float) -> Path:
+def _finish(plt: Any, fig: Any, axes: Any, path: str | Path, title: str) -> Path:
     """One legend below the panels (the first panel's labels), the title, save, close."""
     path = Path(path)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -129,7 +129,16 @@ def _finish(plt: Any, fig: Any, axes: Any, path: str | Path, title: str, *, top:
     fig.legend(handles, labels, loc="lower center", ncol=min(6, max(1, len(labels))), frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.1, 1, top if title else 1))
+    # Fixed margins: tight_layout measured every tick label of every log axis and took
+    # half of the plots' time (23 of 46 s for the full run's figures).
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(
+        left=0.6 / width,
+        right=1 - 0.15 / width,
+        bottom=0.9 / height,
+        top=1 - (0.75 if title else 0.35) / height,
+        wspace=0.9 / (width / len(axes)),
+    )
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

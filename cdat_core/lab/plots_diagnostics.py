@@ -80,7 +80,7 @@ def plot_update_geometry(
     for ax in axes:
         ax.set_xlabel("Step")
         ax.grid(alpha=0.3)
-    return _finish(plt, fig, axes, path, title, top=0.93)
+    return _finish(plt, fig, axes, path, title)
 
 
 def plot_spectra(
