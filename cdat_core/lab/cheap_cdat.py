@@ -55,7 +55,20 @@ def _step(loss: Callable[..., Any], opt: optax.GradientTransformation) -> Callab
     return run
 
 
-def step_costs(problem: Any, base: str, tuner: str, sigma: float = 2.0) -> dict[str, float]:
+def _flops(fn: Callable[..., Any], *args: Any) -> float:
+    return float(costs.xla_costs(fn, *args).flops)
+
+
+def _plain_flops(problem: Any, base: str) -> float:
+    """Flops of one plain step of ``base`` (a constant learning rate)."""
+    plain = make("constant", base)
+    data = (problem.inputs, problem.targets)
+    return _flops(_step(problem.loss, plain), problem.params, plain.init(problem.params), *data)
+
+
+def step_costs(
+    problem: Any, base: str, tuner: str, sigma: float = 2.0, *, plain: float | None = None
+) -> dict[str, float]:
     r"""XLA-counted flops of one step of ``tuner`` on ``base``, against a plain ``base`` step.
 
     Args:
@@ -63,6 +76,8 @@ def step_costs(problem: Any, base: str, tuner: str, sigma: float = 2.0) -> dict[
       base: a name in :data:`cdat_core.lab.bases.BASES`.
       tuner: ``"cdat"`` (exact) or a name in :data:`ESTIMATORS`.
       sigma: CDAT's :math:`\sigma` (no effect on the counts).
+      plain: the flops of a plain step of ``base`` on ``problem`` when already counted
+        (:func:`cheap_costs` counts them once per problem), else ``None``.
 
     Returns:
       ``plain``, ``refresh`` and ``reuse`` flops, ``every``, and ``amortized``, the ratio
@@ -79,25 +94,20 @@ def step_costs(problem: Any, base: str, tuner: str, sigma: float = 2.0) -> dict[
     every = EVERY.get(tuner, 1)
     data = (problem.inputs, problem.targets)
     params = problem.params
-    plain = make("constant", base)
     tuned = make(tuner, base, sigma=sigma)
-
-    def flops(fn: Callable[..., Any], *args: Any) -> float:
-        return float(costs.xla_costs(fn, *args).flops)
-
-    f_plain = flops(_step(problem.loss, plain), params, plain.init(params), *data)
+    f_plain = _plain_flops(problem, base) if plain is None else plain
     step = _step(problem.loss, tuned)
 
     def closed_over(state: Any) -> float:
         # the state a constant: XLA folds the refresh (and lag) tests, keeping the branch taken
-        return flops(lambda w, x, y: step(w, state, x, y), params, *data)
+        return _flops(lambda w, x, y: step(w, state, x, y), params, *data)
 
     first = tuned.init(params)
-    after_one = step(params, first, *data)[1]
-    # every = 1: the steady-state update (the lagged parabola has the previous step's values);
-    # every = k: the update after one is a reuse, the first one a refresh.
-    f_refresh = closed_over(after_one if every == 1 else first)
+    after_one = jax.jit(step)(params, first, *data)[1]  # one program, not op by op
+    # every = 1: the steady-state update (the lagged parabola has the previous step's values),
+    # a refresh and a reuse alike; every = k: the first update is a refresh, the next a reuse.
     f_reuse = closed_over(after_one)
+    f_refresh = f_reuse if every == 1 else closed_over(first)
     amortized = (f_refresh + (every - 1) * f_reuse) / (every * f_plain)
     return {
         "plain": f_plain,
@@ -118,8 +128,8 @@ def cheap_costs(problems: Mapping[str, Any], base: str = "gd") -> dict[str, Any]
     Returns:
       ``{"problems": {description: {tuner: step_costs}}, "estimators": ESTIMATORS}``.
     """
-    out = {
-        name: {t: step_costs(p, base, t) for t in ("cdat", *ESTIMATORS)}
-        for name, p in problems.items()
-    }
+    out = {}
+    for name, p in problems.items():
+        plain = _plain_flops(p, base)
+        out[name] = {t: step_costs(p, base, t, plain=plain) for t in ("cdat", *ESTIMATORS)}
     return {"problems": out, "estimators": list(ESTIMATORS), "base": base}
