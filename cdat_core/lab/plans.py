@@ -9,10 +9,12 @@ catalogs below.
 
 Budgets (measured on 2 shared CPU cores; see ``cdat-core verify --help``):
 
-- ``full`` (<= 8 min on 2 idle cores, 5 seeds): the digits MLP 64-128-128-10 on the first
-  512 examples (the paper's full-batch experiments also use data subsets; 64-256-256-10 on
-  all 1797 examples costs about 10x more per step, too much for every tuner at this budget),
-  full batch. GD: 1000 steps for the constant-η grid :math:`\{2^i/\lambda_0\}_{i=1}^{3}`, the
+- ``full`` (5 seeds; 10 min 40 s on 2 idle cores, of which about 7 min for the paper's
+  full-batch findings and the rest for the cheap-CDAT runs and the mini-batch study; see the
+  README's Results): the digits MLP 64-128-128-10 on the first 512 examples (the paper's
+  full-batch experiments also use data subsets; 64-256-256-10 on all 1797 examples costs
+  about 10x more per step, too much for every tuner at this budget), full batch. GD: 1000
+  steps for the constant-η grid :math:`\{2^i/\lambda_0\}_{i=1}^{3}`, the
   linesearch grid (:math:`c \in \{10^{-4}, 0.5\}`, :math:`c_- = 0.8`, :math:`c_+ = 4`), CDAT
   :math:`\sigma \in \{1, 1.9375, 2, 2.0625, 2.5\}`, Polyak (:math:`\eta_{\max} \in \{1,
   100\}`), hyper-gradient (:math:`\beta \in \{10^{-2}, 10^{-1}, 1\}`) and warm-up + cosine
