@@ -3,8 +3,7 @@ r"""The verify job's report as plain data: run labels, run summaries, JSON-safe 
 :func:`run_summary` turns a :class:`cdat_core.lab.train.TrainResult` into the dict that the
 JSON report stores, :func:`cdat_core.lab.claims.evaluate_claims` reads and
 :func:`cdat_core.lab.plots.plot_runs` draws; :func:`write_json` writes a report so that an
-interruption never leaves half a file; :class:`BackgroundWriter` writes the partial reports
-of a long run on a worker thread, so that the run does not wait for them.
+interruption never leaves half a file.
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,7 @@ import numpy as np
 from cdat_core.lab import train
 from cdat_core.lab.tuners import TUNERS
 
-__all__ = ["BackgroundWriter", "label", "run_summary", "sanitize", "snapshot", "write_json"]
+__all__ = ["label", "run_summary", "sanitize", "write_json"]
 
 
 def label(tuner: str, hp: Mapping[str, float]) -> str:
@@ -165,76 +162,3 @@ def write_json(path: str | Path, data: Any, *, indent: int | None = 1) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def snapshot(value: Any) -> Any:
-    """A copy of every mapping in ``value`` (other values shared), to write while it grows.
-
-    The verify job adds runs and fields to its nested dicts stage after stage but never
-    changes a list or a number it stored: copying the dicts is enough for a writer thread to
-    see a fixed report, and costs far less than copying the series.
-
-    Example:
-      >>> from cdat_core.lab import report
-      >>> data = {"runs": {"a": {"loss": [1.0, 0.5]}}}
-      >>> copy = report.snapshot(data)
-      >>> data["runs"]["b"] = {}
-      >>> sorted(copy["runs"]), copy["runs"]["a"]["loss"] is data["runs"]["a"]["loss"]
-      (['a'], True)
-    """
-    if isinstance(value, Mapping):
-        return {k: snapshot(v) for k, v in value.items()}
-    return value
-
-
-class BackgroundWriter:
-    """Writes JSON reports with :func:`write_json` on one worker thread, newest first.
-
-    :meth:`submit` returns at once; a report still queued when a newer one is submitted is
-    dropped (the newer one holds everything it had), the one being written finishes. Pass a
-    :func:`snapshot` of data that keeps changing. :meth:`wait` waits for the writes and raises
-    the first error of one; call it before writing the same file synchronously.
-
-    Example:
-      >>> import json, pathlib, tempfile
-      >>> from cdat_core.lab import report
-      >>> path = pathlib.Path(tempfile.mkdtemp()) / "r.json"
-      >>> writer = report.BackgroundWriter()
-      >>> for stage in range(3):
-      ...     writer.submit(path, {"stages_done": stage + 1})
-      >>> writer.wait()
-      >>> json.loads(path.read_text())
-      {'stages_done': 3}
-    """
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-writer")
-        self._lock = threading.Lock()
-        self._futures: list[Future[Path]] = []
-
-    def submit(self, path: str | Path, data: Any, *, indent: int | None = None) -> None:
-        """Queue ``data`` for ``path``, dropping a report still queued (not yet started)."""
-        with self._lock:
-            if self._futures and self._futures[-1].cancel():
-                self._futures.pop()
-            self._futures.append(self._pool.submit(_write, path, data, indent))
-
-    def wait(self) -> None:
-        """Wait for every queued write; raise the first error of one."""
-        with self._lock:
-            futures, self._futures = self._futures, []
-        errors = [f.exception() for f in futures]
-        for error in errors:
-            if error is not None:
-                raise error
-
-    def close(self) -> None:
-        """:meth:`wait`, then stop the worker thread."""
-        try:
-            self.wait()
-        finally:
-            self._pool.shutdown(wait=True)
-
-
-def _write(path: str | Path, data: Any, indent: int | None) -> Path:
-    return write_json(path, data, indent=indent)  # looked up when called (tests spy on it)
