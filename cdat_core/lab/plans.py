@@ -9,7 +9,7 @@ catalogs below.
 
 Budgets (measured on 2 shared CPU cores; see ``cdat-core verify --help``):
 
-- ``full`` (5 seeds; 10 min 40 s on 2 idle cores, of which about 7 min for the paper's
+- ``full`` (5 seeds; 10 min 40 s on 2 idle cores, of which 7 min 43 s for the paper's
   full-batch findings and the rest for the cheap-CDAT runs and the mini-batch study; see the
   README's Results): the digits MLP 64-128-128-10 on the first 512 examples (the paper's
   full-batch experiments also use data subsets; 64-256-256-10 on all 1797 examples costs
